@@ -1,0 +1,140 @@
+//! `/health`: probes every dependency concurrently with a timeout and caches the report briefly,
+//! so that frequent probes do not load the dependencies. Today the dependencies are the upstream
+//! targets (a TCP connect each); stores and providers join as their issues land.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::server::Shared;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub status: Status,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub dependencies: Vec<Dependency>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dependency {
+    pub name: String,
+    pub kind: &'static str,
+    pub status: Status,
+    pub targets: Vec<TargetHealth>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetHealth {
+    pub target: String,
+    pub status: &'static str,
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct HealthCache {
+    last: Mutex<Option<(Instant, Report)>>,
+}
+
+impl HealthCache {
+    pub fn clear(&self) {
+        if let Ok(mut last) = self.last.try_lock() {
+            *last = None;
+        }
+    }
+
+    pub async fn report(&self, shared: &Arc<Shared>) -> Report {
+        let mut last = self.last.lock().await;
+        if let Some((at, report)) = last.as_ref()
+            && at.elapsed() < CACHE_FOR
+        {
+            let mut report = report.clone();
+            report.uptime_seconds = shared.started.elapsed().as_secs();
+            return report;
+        }
+        let report = probe_all(shared).await;
+        *last = Some((Instant::now(), report.clone()));
+        report
+    }
+}
+
+async fn probe_all(shared: &Arc<Shared>) -> Report {
+    let pipeline = shared.pipeline.load_full();
+    let probes = pipeline.upstreams().iter().map(|upstream| async move {
+        let targets = futures_util::future::join_all(
+            upstream
+                .targets
+                .iter()
+                .map(|target| probe_target(target.to_string())),
+        )
+        .await;
+        let up = targets.iter().filter(|t| t.status == "up").count();
+        let status = match up {
+            n if n == targets.len() => Status::Healthy,
+            0 => Status::Unhealthy,
+            _ => Status::Degraded,
+        };
+        Dependency {
+            name: upstream.name.to_string(),
+            kind: "upstream",
+            status,
+            targets,
+        }
+    });
+    let dependencies = futures_util::future::join_all(probes).await;
+    let status = overall(&dependencies);
+    Report {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        dependencies,
+    }
+}
+
+/// Healthy when every dependency is; unhealthy when none is usable; degraded in between.
+fn overall(dependencies: &[Dependency]) -> Status {
+    if dependencies.iter().all(|d| d.status == Status::Healthy) {
+        Status::Healthy
+    } else if !dependencies.is_empty() && dependencies.iter().all(|d| d.status == Status::Unhealthy)
+    {
+        Status::Unhealthy
+    } else {
+        Status::Degraded
+    }
+}
+
+async fn probe_target(target: String) -> TargetHealth {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect(target.as_str()),
+    )
+    .await;
+    let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let (status, error) = match outcome {
+        Ok(Ok(_)) => ("up", None),
+        Ok(Err(error)) => ("down", Some(error.kind().to_string())),
+        Err(_) => ("down", Some("timed out".to_owned())),
+    };
+    TargetHealth {
+        target,
+        status,
+        latency_ms,
+        error,
+    }
+}

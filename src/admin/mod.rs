@@ -1,0 +1,69 @@
+//! The admin listener (axum), separate from the public one. Endpoints:
+//!
+//! - `GET /health/live` — 200 while the process runs.
+//! - `GET /health/ready` — 200 when serving; 503 with the reasons while draining.
+//! - `GET /health` — every dependency (each upstream's targets) with status and latency;
+//!   200 when healthy, 503 when degraded or unhealthy. Results are cached for a second.
+//! - `GET /metrics` — Prometheus text format.
+
+pub mod health;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::server::Shared;
+
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+async fn live() -> Response {
+    Json(json!({ "status": "alive" })).into_response()
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(Ordering::SeqCst) {
+        let body = json!({ "status": "not_ready", "reasons": ["draining: shutdown in progress"] });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ready" })).into_response()
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let report = shared.health.report(&shared).await;
+    let status = if report.status == health::Status::Healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    let body = json!({ "error": { "code": 404, "type": "not_found", "message": "no such admin endpoint" } });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

@@ -1,0 +1,316 @@
+//! Subcommands: `serve`, `check`, `demo`. Each loads and validates config first and refuses to
+//! start on any error, printing every problem with file:line:column, key and what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigErrors, PathMatch, Rewrite};
+use crate::observe::logging::{self, LogHandle};
+use crate::server::{self, Running, reload};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "The production layer in front of an AI-backed web service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy with a config file.
+    Serve(ServeArgs),
+    /// Validate a config file and print its route table; exit 0 when valid, 1 otherwise.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the built-in demo app on 127.0.0.1:3000 with rampart in front of it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Reload when the config file changes (SIGHUP always reloads).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Config to run in front of the demo app (default: the built-in examples/demo.toml).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Run only the demo app, without rampart.
+    #[arg(long)]
+    pub app_only: bool,
+    /// Where the demo app listens.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[arg(long)]
+    pub watch: bool,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve(args) => match load_or_report(&args.config) {
+            Some(config) => serve(config, Some(args.config), args.watch),
+            None => ExitCode::FAILURE,
+        },
+        Command::Demo(args) => demo(args),
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            report(&errors);
+            None
+        }
+    }
+}
+
+fn report(errors: &ConfigErrors) {
+    eprintln!(
+        "error: invalid configuration ({} problem{})",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
+    for error in &errors.0 {
+        eprintln!("  {error}");
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    println!("{}: configuration is valid", path.display());
+    print!("{}", describe(&config));
+    ExitCode::SUCCESS
+}
+
+/// The listeners and the route table, as `check` prints them.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let listen: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    out.push_str(&format!("listen: {}\n", listen.join(", ")));
+    if let Some(tls) = &config.server.tls {
+        let tls_listen: Vec<String> = tls.listen.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("listen (tls): {}\n", tls_listen.join(", ")));
+    }
+    out.push_str(&format!("admin: {}\n", config.admin.listen));
+    let mut rows = vec![[
+        "#".to_owned(),
+        "ROUTE".into(),
+        "HOST".into(),
+        "MATCH".into(),
+        "METHODS".into(),
+        "UPSTREAM".into(),
+        "FORWARDED PATH".into(),
+        "TIMEOUT".into(),
+    ]];
+    for (i, route) in config.routes.iter().enumerate() {
+        let upstream = &config.upstreams[route.upstream];
+        let forwarded = match (&route.rewrite, &route.path) {
+            (Rewrite::None, _) => "as is".to_owned(),
+            (Rewrite::StripPrefix, PathMatch::Prefix(prefix)) => format!("without {prefix}"),
+            (Rewrite::StripPrefix, PathMatch::Exact(_)) => "/".to_owned(),
+            (Rewrite::Replace(with), matched) => format!("{} -> {with}", matched.as_str()),
+        };
+        rows.push([
+            i.to_string(),
+            route.name.clone(),
+            route.host.as_ref().map_or("*".into(), ToString::to_string),
+            route.path.to_string(),
+            route.methods.as_ref().map_or("*".into(), |m| {
+                m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+            }),
+            format!("{} ({})", upstream.name, upstream.targets.join(", ")),
+            forwarded,
+            humantime::format_duration(route.timeout).to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rampart")
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn serve(config: Config, path: Option<PathBuf>, watch: bool) -> ExitCode {
+    let log = logging::init(&config.log);
+    runtime().block_on(async move {
+        let running = match server::start(config).await {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        run_until_signal(running, path.as_deref(), watch, &log).await
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, reloading on SIGHUP and (with `watch`) on file changes.
+async fn run_until_signal(
+    running: Running,
+    path: Option<&Path>,
+    watch: bool,
+    log: &LogHandle,
+) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let (_watcher, mut changes) = match (watch, path) {
+        (true, Some(path)) => match reload::watch_file(path) {
+            Ok((watcher, changes)) => (Some(watcher), Some(changes)),
+            Err(error) => {
+                tracing::error!(%error, "cannot watch the config file; reload with SIGHUP instead");
+                (None, None)
+            }
+        },
+        _ => (None, None),
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => match path {
+                Some(path) => { reload::reload_from_file(&running, path, Some(log)); }
+                None => tracing::warn!("SIGHUP ignored: the built-in config has no file to reload"),
+            },
+            Some(()) = async { match changes.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
+                if let Some(path) = path {
+                    reload::reload_from_file(&running, path, Some(log));
+                }
+            }
+        }
+    }
+    tracing::info!("shutdown signal received: draining");
+    let report = running.shutdown().await;
+    tracing::info!(cut_connections = report.cut_connections, "stopped");
+    ExitCode::SUCCESS
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    if args.app_only {
+        return runtime().block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(args.listen).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("error: cannot listen on {}: {error}", args.listen);
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!(
+                "demo app listening on http://{}",
+                listener.local_addr().unwrap_or(args.listen)
+            );
+            tokio::select! {
+                served = crate::demo::serve(listener) => if let Err(error) = served {
+                    eprintln!("error: demo app failed: {error}");
+                    return ExitCode::FAILURE;
+                },
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            ExitCode::SUCCESS
+        });
+    }
+    let loaded = match &args.config {
+        Some(path) => config::load(path),
+        None => config::parse(
+            crate::DEMO_CONFIG,
+            "examples/demo.toml (built in)",
+            Path::new("."),
+            &|var| std::env::var(var).ok(),
+        ),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(errors) => {
+            report(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = logging::init(&config.log);
+    runtime().block_on(async move {
+        let app = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!(
+                    "error: cannot start the demo app on {}: {error}",
+                    args.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(error) = crate::demo::serve(app).await {
+                tracing::error!(%error, "demo app failed");
+            }
+        });
+        let running = match server::start(config).await {
+            Ok(running) => running,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_demo_banner(&running, args.listen);
+        run_until_signal(running, args.config.as_deref(), args.watch, &log).await
+    })
+}
+
+fn print_demo_banner(running: &Running, app: SocketAddr) {
+    let proxy = running
+        .http_addrs
+        .first()
+        .map_or_else(|| "?".to_owned(), ToString::to_string);
+    let admin = running.admin_addr;
+    eprintln!(
+        "\nrampart demo\n  demo app   http://{app}\n  rampart    http://{proxy}\n  admin      http://{admin}\n\nTry:\n  \
+curl -i http://{proxy}/api/items\n  \
+curl -i http://{proxy}/api/items/1\n  \
+curl -i -X POST http://{proxy}/api/items -H 'content-type: application/json' -d '{{\"name\":\"lamp\"}}'\n  \
+curl -N http://{proxy}/events\n  \
+curl -N http://{proxy}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"demo\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hello there\"}}]}}'\n  \
+curl -i 'http://{proxy}/slow?ms=200'\n  \
+curl -i http://{proxy}/app/stats\n  \
+curl -s http://{admin}/health\n  \
+curl -s http://{admin}/metrics | grep rampart_http\n\nCtrl-C stops both.\n"
+    );
+}

@@ -1,0 +1,188 @@
+//! The configuration file's model, exactly as a user writes it.
+//!
+//! Owns the serde shape of the TOML file (unknown keys rejected, defaults applied). It must not
+//! check relations between sections (that is `validate`) nor hold runtime state.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, deserialize_duration, deserialize_opt_duration};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamSection>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSection>,
+}
+
+/// `[server]`: the public listeners and the limits applied to every connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Plain-text listen addresses (HTTP/1.1 and h2c).
+    pub listen: Vec<String>,
+    /// Optional TLS listeners (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls: Option<TlsSection>,
+    /// Time a client has to send a complete request head.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub header_read_timeout: Duration,
+    /// Default time allowed for the upstream's response head (routes may override).
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub request_timeout: Duration,
+    /// A keep-alive connection with no request in flight for this long is closed.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub idle_timeout: Duration,
+    /// Maximum size of a request head (request line and headers).
+    pub max_header_bytes: ByteSize,
+    /// Maximum size of a request body; larger bodies get 413.
+    pub max_body_bytes: ByteSize,
+    /// Peers (IPs or CIDRs) whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:8080".to_owned()],
+            tls: None,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: ByteSize(16 * 1024),
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
+            trusted_proxies: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[server.tls]`: listeners that speak TLS with one certificate chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Vec<String>,
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// `[admin]`: the operator's listener (health, metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9901".to_owned(),
+        }
+    }
+}
+
+/// `[log]`: console log format, level and redaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// Default filter (tracing `EnvFilter` syntax); `RAMPART_LOG` overrides it.
+    pub level: String,
+    /// Emit one access-log line per request.
+    pub access_log: bool,
+    /// Query parameters whose values are replaced by `[REDACTED]` in logs.
+    pub redact_query_keys: Vec<String>,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+            access_log: true,
+            redact_query_keys: ["api_key", "token", "key", "password", "secret"]
+                .map(str::to_owned)
+                .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// `[[upstream]]`: a named group of targets with one connection pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub name: String,
+    /// `host:port` targets, used in turn.
+    pub targets: Vec<String>,
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per target.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+    #[serde(
+        default = "default_pool_idle_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub pool_idle_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_pool_max_idle() -> usize {
+    64
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// `[[route]]`: which requests go to which upstream, first match wins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: String,
+    /// Exact host (`api.example.com`) or wildcard (`*.example.com`); any host when absent.
+    pub host: Option<String>,
+    /// Matches this path and everything below it.
+    pub path_prefix: Option<String>,
+    /// Matches this path only.
+    pub path: Option<String>,
+    /// Allowed methods; any method when absent.
+    pub methods: Option<Vec<String>>,
+    pub upstream: String,
+    /// Remove the matched `path_prefix` before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace the matched prefix (or exact path) with this path before forwarding.
+    pub rewrite: Option<String>,
+    /// Send the client's `Host` upstream instead of the target's `host:port`.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Time allowed for the upstream's response head; `server.request_timeout` when absent.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub timeout: Option<Duration>,
+}

@@ -1,0 +1,268 @@
+//! The resolved configuration: addresses parsed, names resolved to indices, defaults applied.
+//! This is what the rest of rampart reads; it is built only by `validate` and never changed after.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+pub use super::file::LogFormat;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsConfig>,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub trusted_proxies: Vec<IpNet>,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificates and key already loaded, ALPN `h2` and `http/1.1`.
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+    pub access_log: bool,
+    pub redact_query_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `host:port` authorities.
+    pub targets: Vec<String>,
+    pub connect_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    /// `None` matches every method.
+    pub methods: Option<Vec<Method>>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub rewrite: Rewrite,
+    pub preserve_host: bool,
+    pub timeout: Duration,
+}
+
+/// How a route matches the request's host (port and case ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: one or more labels before it.
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub fn parse(pattern: &str) -> Option<Self> {
+        let pattern = pattern.to_ascii_lowercase();
+        let valid_name = |name: &str| {
+            !name.is_empty()
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        };
+        match pattern.strip_prefix("*.") {
+            Some(rest) if valid_name(rest) => Some(Self::Suffix(format!(".{rest}"))),
+            Some(_) => None,
+            None if valid_name(&pattern) => Some(Self::Exact(pattern)),
+            None => None,
+        }
+    }
+
+    /// `host` must already be lower-case without a port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(name) => host == name,
+            Self::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+        }
+    }
+
+    /// Whether every host `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &HostMatch) -> bool {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::Suffix(_), Self::Exact(b)) => self.matches(b),
+            (Self::Suffix(a), Self::Suffix(b)) => b.ends_with(a.as_str()),
+            (Self::Exact(_), Self::Suffix(_)) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Suffix(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The path itself or anything below it: `/api` matches `/api`, `/api/x`, not `/apix`.
+    Prefix(String),
+    Exact(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(exact) => path == exact,
+            Self::Prefix(prefix) => prefix_matches(prefix, path),
+        }
+    }
+
+    /// Whether every path `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &PathMatch) -> bool {
+        match (self, other) {
+            (Self::Prefix(a), Self::Prefix(b)) => prefix_matches(a, b),
+            (Self::Prefix(a), Self::Exact(b)) => prefix_matches(a, b),
+            (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::Exact(_), Self::Prefix(_)) => false,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Prefix(p) | Self::Exact(p) => p,
+        }
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (path.len() == prefix.len()
+            || prefix.ends_with('/')
+            || path.as_bytes()[prefix.len()] == b'/')
+}
+
+impl std::fmt::Display for PathMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+            Self::Exact(exact) => write!(f, "= {exact}"),
+        }
+    }
+}
+
+/// What happens to the matched part of the path before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    None,
+    /// Remove the matched prefix.
+    StripPrefix,
+    /// Replace the matched prefix (or exact path) with this.
+    Replace(String),
+}
+
+impl Rewrite {
+    /// The upstream path for `path`, which `matched` has matched.
+    pub fn apply(&self, matched: &PathMatch, path: &str) -> String {
+        let rest = || path.get(matched.as_str().len()..).unwrap_or("");
+        match self {
+            Self::None => path.to_owned(),
+            Self::StripPrefix => {
+                let rest = rest();
+                if rest.starts_with('/') {
+                    rest.to_owned()
+                } else {
+                    format!("/{rest}")
+                }
+            }
+            Self::Replace(with) => {
+                let rest = rest();
+                match (with.ends_with('/'), rest.starts_with('/')) {
+                    (true, true) => format!("{with}{}", &rest[1..]),
+                    _ => format!("{with}{rest}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_respect_segments() {
+        let api = PathMatch::Prefix("/api".into());
+        assert!(api.matches("/api"));
+        assert!(api.matches("/api/items"));
+        assert!(!api.matches("/apiary"));
+        let slash = PathMatch::Prefix("/api/".into());
+        assert!(slash.matches("/api/items"));
+        assert!(!slash.matches("/api"));
+        assert!(PathMatch::Prefix("/".into()).matches("/anything"));
+    }
+
+    #[test]
+    fn coverage() {
+        let all = PathMatch::Prefix("/".into());
+        let api = PathMatch::Prefix("/api".into());
+        assert!(all.covers(&api));
+        assert!(!api.covers(&all));
+        assert!(api.covers(&PathMatch::Exact("/api/x".into())));
+        assert!(!api.covers(&PathMatch::Prefix("/apix".into())));
+        let wild = HostMatch::parse("*.example.com").unwrap();
+        assert!(wild.covers(&HostMatch::parse("a.example.com").unwrap()));
+        assert!(wild.covers(&HostMatch::parse("*.a.example.com").unwrap()));
+        assert!(!wild.matches("example.com"));
+        assert!(HostMatch::parse("bad host").is_none());
+    }
+
+    #[test]
+    fn rewrites() {
+        let prefix = PathMatch::Prefix("/api".into());
+        assert_eq!(Rewrite::StripPrefix.apply(&prefix, "/api/items"), "/items");
+        assert_eq!(Rewrite::StripPrefix.apply(&prefix, "/api"), "/");
+        let slash = PathMatch::Prefix("/api/".into());
+        assert_eq!(Rewrite::StripPrefix.apply(&slash, "/api/items"), "/items");
+        let replace = Rewrite::Replace("/v2".into());
+        assert_eq!(replace.apply(&prefix, "/api/items"), "/v2/items");
+        let replace_slash = Rewrite::Replace("/v2/".into());
+        assert_eq!(replace_slash.apply(&prefix, "/api/items"), "/v2/items");
+        let exact = PathMatch::Exact("/old".into());
+        assert_eq!(
+            Rewrite::Replace("/new".into()).apply(&exact, "/old"),
+            "/new"
+        );
+    }
+}

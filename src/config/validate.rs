@@ -1,0 +1,440 @@
+//! Checks the relations the serde model cannot: addresses, names that must exist or be unique,
+//! routes that can never match, TLS files that must load. Collects every problem (with its key
+//! path) instead of stopping at the first, and builds the resolved [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use http::Method;
+use ipnet::IpNet;
+
+use super::file::{FileConfig, RouteSection, UpstreamSection};
+use super::locate::KeyPath;
+use super::model::*;
+
+pub type Problems = Vec<(KeyPath, String)>;
+
+pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> {
+    let mut problems = Problems::new();
+    let root = KeyPath::root();
+    let server_path = root.key("server");
+    let server = &file.server;
+
+    let listen = addresses(&server.listen, &server_path.key("listen"), &mut problems);
+    let tls = server.tls.as_ref().and_then(|tls| {
+        let path = server_path.key("tls");
+        let listen = addresses(&tls.listen, &path.key("listen"), &mut problems);
+        if tls.listen.is_empty() {
+            problems.push((
+                path.key("listen"),
+                "expected at least one address for TLS".into(),
+            ));
+        }
+        let cert = base_dir.join(&tls.cert);
+        let key = base_dir.join(&tls.key);
+        match crate::server::tls::load_server_config(&cert, &key) {
+            Ok(server_config) => Some(TlsConfig {
+                listen,
+                cert,
+                key,
+                server_config,
+            }),
+            Err(error) => {
+                problems.push((path.key(error.key), error.message));
+                None
+            }
+        }
+    });
+    if server.listen.is_empty() && server.tls.is_none() {
+        problems.push((
+            server_path.key("listen"),
+            "expected at least one listen address (or a [server.tls] listener)".into(),
+        ));
+    }
+    let max_header_bytes = server.max_header_bytes.0;
+    if !(4096..=1 << 20).contains(&max_header_bytes) {
+        problems.push((
+            server_path.key("max_header_bytes"),
+            format!("expected between 4KiB and 1MiB, got {max_header_bytes}"),
+        ));
+    }
+    let trusted_proxies = server
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| match parse_net(text) {
+            Some(net) => Some(net),
+            None => {
+                problems.push((
+                    server_path.key("trusted_proxies").index(i),
+                    format!("expected an IP address or CIDR such as \"10.0.0.0/8\", got {text:?}"),
+                ));
+                None
+            }
+        })
+        .collect();
+
+    let admin_path = root.key("admin").key("listen");
+    let admin_listen = address(&file.admin.listen, &admin_path, &mut problems);
+
+    // Every listener on a distinct address.
+    let mut seen: HashMap<SocketAddr, KeyPath> = HashMap::new();
+    let tls_listen = tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    let all = listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (server_path.key("listen").index(i), *a))
+        .chain(
+            tls_listen
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (server_path.key("tls").key("listen").index(i), *a)),
+        )
+        .chain(admin_listen.map(|a| (admin_path.clone(), a)));
+    for (path, addr) in all {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Some(first) = seen.get(&addr) {
+            problems.push((path, format!("address {addr} is already used by `{first}`")));
+        } else {
+            seen.insert(addr, path);
+        }
+    }
+
+    let log_path = root.key("log");
+    if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&file.log.level) {
+        problems.push((
+            log_path.key("level"),
+            format!("expected a level such as \"info\" or \"rampart=debug,info\": {error}"),
+        ));
+    }
+
+    let upstreams = validate_upstreams(&file.upstreams, &root, &mut problems);
+    let routes = validate_routes(file, &root, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        server: ServerConfig {
+            listen,
+            tls,
+            header_read_timeout: server.header_read_timeout,
+            request_timeout: server.request_timeout,
+            idle_timeout: server.idle_timeout,
+            max_header_bytes: max_header_bytes as usize,
+            max_body_bytes: server.max_body_bytes.0,
+            trusted_proxies,
+            drain_timeout: server.drain_timeout,
+        },
+        admin: AdminConfig {
+            listen: admin_listen.expect("checked above"),
+        },
+        log: LogConfig {
+            format: file.log.format,
+            level: file.log.level.clone(),
+            access_log: file.log.access_log,
+            redact_query_keys: file
+                .log
+                .redact_query_keys
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
+        },
+        upstreams,
+        routes,
+    })
+}
+
+fn address(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<SocketAddr> {
+    match SocketAddr::from_str(text.trim()) {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push((
+                path.clone(),
+                format!("expected an IP address with a port such as \"127.0.0.1:8080\" or \"[::]:8080\", got {text:?}"),
+            ));
+            None
+        }
+    }
+}
+
+fn addresses(texts: &[String], path: &KeyPath, problems: &mut Problems) -> Vec<SocketAddr> {
+    texts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| address(text, &path.index(i), problems))
+        .collect()
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    IpNet::from_str(text)
+        .ok()
+        .or_else(|| std::net::IpAddr::from_str(text).ok().map(IpNet::from))
+}
+
+/// `host:port` where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
+fn valid_authority(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return false;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return std::net::Ipv6Addr::from_str(v6).is_ok();
+    }
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn validate_upstreams(
+    sections: &[UpstreamSection],
+    root: &KeyPath,
+    problems: &mut Problems,
+) -> Vec<UpstreamConfig> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut upstreams = Vec::new();
+    for (i, section) in sections.iter().enumerate() {
+        let path = root.key("upstream").index(i);
+        check_name(&section.name, &path.key("name"), problems);
+        if let Some(first) = names.insert(&section.name, i) {
+            problems.push((
+                path.key("name"),
+                format!(
+                    "duplicate upstream name `{}` (first defined at upstream[{first}])",
+                    section.name
+                ),
+            ));
+        }
+        if section.targets.is_empty() {
+            problems.push((
+                path.key("targets"),
+                "expected at least one target such as \"127.0.0.1:3000\"".into(),
+            ));
+        }
+        for (t, target) in section.targets.iter().enumerate() {
+            if !valid_authority(target) {
+                problems.push((
+                    path.key("targets").index(t),
+                    format!("expected host:port such as \"127.0.0.1:3000\" or \"app.internal:8080\", got {target:?}"),
+                ));
+            }
+        }
+        if section.pool_max_idle == 0 {
+            problems.push((path.key("pool_max_idle"), "expected at least 1".into()));
+        }
+        upstreams.push(UpstreamConfig {
+            name: section.name.clone(),
+            targets: section.targets.clone(),
+            connect_timeout: section.connect_timeout,
+            pool_max_idle: section.pool_max_idle,
+            pool_idle_timeout: section.pool_idle_timeout,
+        });
+    }
+    upstreams
+}
+
+fn check_name(name: &str, path: &KeyPath, problems: &mut Problems) {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        problems.push((
+            path.clone(),
+            format!("expected a name of 1-64 letters, digits, `-`, `_` or `.`, got {name:?}"),
+        ));
+    }
+}
+
+fn validate_routes(file: &FileConfig, root: &KeyPath, problems: &mut Problems) -> Vec<RouteConfig> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, section) in file.routes.iter().enumerate() {
+        let path = root.key("route").index(i);
+        check_name(&section.name, &path.key("name"), problems);
+        if let Some(first) = names.insert(&section.name, i) {
+            problems.push((
+                path.key("name"),
+                format!(
+                    "duplicate route name `{}` (first defined at route[{first}])",
+                    section.name
+                ),
+            ));
+        }
+        let Some(route) = resolve_route(file, section, &path, problems) else {
+            continue;
+        };
+        if let Some((j, earlier)) = routes
+            .iter()
+            .enumerate()
+            .find(|(_, earlier)| route_covers(earlier, &route))
+        {
+            problems.push((
+                path.clone(),
+                format!(
+                    "route `{}` can never match: route `{}` (route[{j}]) comes first and matches every request it would",
+                    route.name, earlier.name
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    routes
+}
+
+fn resolve_route(
+    file: &FileConfig,
+    section: &RouteSection,
+    path: &KeyPath,
+    problems: &mut Problems,
+) -> Option<RouteConfig> {
+    let before = problems.len();
+    let host = section.host.as_ref().and_then(|pattern| {
+        let parsed = HostMatch::parse(pattern);
+        if parsed.is_none() {
+            problems.push((
+                path.key("host"),
+                format!("expected a host name such as \"api.example.com\" or \"*.example.com\", got {pattern:?}"),
+            ));
+        }
+        parsed
+    });
+    let path_match = match (&section.path_prefix, &section.path) {
+        (Some(_), Some(_)) => {
+            problems.push((
+                path.key("path"),
+                "set either `path_prefix` or `path`, not both".into(),
+            ));
+            None
+        }
+        (Some(prefix), None) => {
+            check_path(prefix, &path.key("path_prefix"), problems).map(PathMatch::Prefix)
+        }
+        (None, Some(exact)) => check_path(exact, &path.key("path"), problems).map(PathMatch::Exact),
+        (None, None) => Some(PathMatch::Prefix("/".into())),
+    };
+    let methods = section.methods.as_ref().map(|methods| {
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(|(m, text)| {
+                let upper = text.to_ascii_uppercase();
+                let known = [
+                    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+                ];
+                if known.contains(&upper.as_str()) {
+                    Method::from_str(&upper).ok()
+                } else {
+                    problems.push((
+                        path.key("methods").index(m),
+                        format!(
+                            "expected an HTTP method such as \"GET\" or \"POST\", got {text:?}"
+                        ),
+                    ));
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    if section.methods.as_ref().is_some_and(Vec::is_empty) {
+        problems.push((
+            path.key("methods"),
+            "expected at least one method (omit the key to allow all)".into(),
+        ));
+    }
+    let upstream = file
+        .upstreams
+        .iter()
+        .position(|u| u.name == section.upstream);
+    if upstream.is_none() {
+        let known: Vec<String> = file
+            .upstreams
+            .iter()
+            .map(|u| format!("`{}`", u.name))
+            .collect();
+        let known = if known.is_empty() {
+            "no [[upstream]] is defined".to_owned()
+        } else {
+            format!("expected one of {}", known.join(", "))
+        };
+        problems.push((
+            path.key("upstream"),
+            format!("unknown upstream `{}`: {known}", section.upstream),
+        ));
+    }
+    let rewrite = match (section.strip_prefix, &section.rewrite) {
+        (true, Some(_)) => {
+            problems.push((
+                path.key("rewrite"),
+                "set either `strip_prefix` or `rewrite`, not both".into(),
+            ));
+            Rewrite::None
+        }
+        (true, None) => {
+            if section.path.is_some() {
+                problems.push((
+                    path.key("strip_prefix"),
+                    "`strip_prefix` needs `path_prefix` (use `rewrite` with an exact `path`)"
+                        .into(),
+                ));
+            }
+            Rewrite::StripPrefix
+        }
+        (false, Some(with)) => check_path(with, &path.key("rewrite"), problems)
+            .map(Rewrite::Replace)
+            .unwrap_or(Rewrite::None),
+        (false, None) => Rewrite::None,
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(RouteConfig {
+        name: section.name.clone(),
+        host,
+        path: path_match?,
+        methods: methods.filter(|m| !m.is_empty()),
+        upstream: upstream?,
+        rewrite,
+        preserve_host: section.preserve_host,
+        timeout: section.timeout.unwrap_or(file.server.request_timeout),
+    })
+}
+
+fn check_path(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<String> {
+    let valid = text.starts_with('/')
+        && !text.contains(['?', '#', ' '])
+        && text.chars().all(|c| c.is_ascii_graphic());
+    if valid {
+        Some(text.to_owned())
+    } else {
+        problems.push((
+            path.clone(),
+            format!("expected a path starting with `/` without query or spaces, got {text:?}"),
+        ));
+        None
+    }
+}
+
+/// Whether `earlier` matches every request `later` would (so `later` is dead).
+fn route_covers(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    let host = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a.covers(b),
+    };
+    let methods = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+    };
+    host && methods && earlier.path.covers(&later.path)
+}

@@ -1,0 +1,122 @@
+//! The end of every request: one access-log line and the request metrics, written when the
+//! response body has been sent (or the client went away), so duration and bytes are true.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, StatusCode, Uri};
+
+use super::metrics as m;
+use super::redact::redact_path_and_query;
+use crate::proxy::body::Completion;
+use crate::proxy::context::ConnActivity;
+
+/// Access-log settings shared by every request of one pipeline.
+#[derive(Debug)]
+pub struct AccessLog {
+    pub enabled: bool,
+    pub redact_query_keys: Vec<String>,
+}
+
+/// What is known about a request by the time its response head is ready.
+#[derive(Debug)]
+pub struct RequestRecord {
+    pub request_id: http::HeaderValue,
+    pub started: Instant,
+    pub method: Method,
+    pub uri: Uri,
+    pub client_ip: IpAddr,
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    /// Authenticated user, once authentication exists.
+    pub user: Option<String>,
+    /// Cache result (`HIT`, `MISS`, …), once caching exists.
+    pub cache: Option<&'static str>,
+    /// Rate-limit decision, once limits exist.
+    pub limit: Option<&'static str>,
+    /// The error `type` when rampart answered with an error.
+    pub error: Option<&'static str>,
+}
+
+/// Runs when the response body is done: access log, metrics, connection bookkeeping.
+pub struct Exchange {
+    pub record: RequestRecord,
+    pub status: StatusCode,
+    pub access_log: Arc<AccessLog>,
+    pub activity: Arc<ConnActivity>,
+}
+
+impl Completion for Exchange {
+    fn complete(self: Box<Self>, bytes_sent: u64, finished: bool) {
+        let Exchange {
+            record,
+            status,
+            access_log,
+            activity,
+        } = *self;
+        let elapsed = record.started.elapsed();
+        activity.request_done();
+        let route = record.route.clone().unwrap_or_else(|| Arc::from("none"));
+        metrics::gauge!(m::HTTP_REQUESTS_IN_FLIGHT).decrement(1.0);
+        metrics::counter!(
+            m::HTTP_REQUESTS_TOTAL,
+            "route" => route.clone(),
+            "method" => method_label(&record.method),
+            "status" => status_label(status),
+        )
+        .increment(1);
+        metrics::histogram!(m::HTTP_REQUEST_DURATION, "route" => route.clone())
+            .record(elapsed.as_secs_f64());
+        metrics::counter!(m::HTTP_RESPONSE_BYTES_TOTAL, "route" => route).increment(bytes_sent);
+
+        if !access_log.enabled {
+            return;
+        }
+        let path = redact_path_and_query(
+            record.uri.path(),
+            record.uri.query(),
+            &access_log.redact_query_keys,
+        );
+        tracing::info!(
+            target: "rampart::access",
+            request_id = record.request_id.to_str().unwrap_or_default(),
+            route = record.route.as_deref(),
+            method = record.method.as_str(),
+            path = path,
+            status = status.as_u16(),
+            duration_ms = (elapsed.as_micros() as f64) / 1000.0,
+            upstream = record.upstream.as_deref(),
+            client_ip = %record.client_ip,
+            user = record.user.as_deref(),
+            bytes = bytes_sent,
+            cache = record.cache,
+            limit = record.limit,
+            error = record.error,
+            completed = finished,
+            "request"
+        );
+    }
+}
+
+/// Standard methods as static labels; anything else is `OTHER` (bounded label set).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    static LABELS: std::sync::OnceLock<Vec<Arc<str>>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..1000).map(|code| Arc::from(code.to_string())).collect());
+    metrics::SharedString::from(labels[usize::from(status.as_u16()).min(999)].clone())
+}

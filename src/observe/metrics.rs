@@ -1,0 +1,90 @@
+//! Metrics: every name rampart exports, its help text, and the Prometheus recorder.
+//!
+//! Names follow Prometheus conventions (prefix `rampart_`, base units, counters end in `_total`);
+//! labels are bounded (route and upstream names from config, never raw paths or user ids).
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "rampart_http_requests_total";
+pub const HTTP_REQUEST_DURATION: &str = "rampart_http_request_duration_seconds";
+pub const HTTP_REQUESTS_IN_FLIGHT: &str = "rampart_http_requests_in_flight";
+pub const HTTP_RESPONSE_BYTES_TOTAL: &str = "rampart_http_response_body_bytes_total";
+pub const UPSTREAM_REQUEST_DURATION: &str = "rampart_upstream_request_duration_seconds";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "rampart_upstream_errors_total";
+pub const CONFIG_RELOADS_TOTAL: &str = "rampart_config_reloads_total";
+pub const CONNECTIONS_OPEN: &str = "rampart_connections_open";
+pub const BUILD_INFO: &str = "rampart_build_info";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests embedding rampart); keep ours usable.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            spawn_upkeep(handle.clone());
+            handle
+        })
+        .clone()
+}
+
+fn spawn_upkeep(handle: PrometheusHandle) {
+    // Histograms buffer samples until drained; drain on a timer so memory stays flat.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "Requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request head to the end of the response body, by route."
+    );
+    describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "Requests being handled now.");
+    describe_counter!(
+        HTTP_RESPONSE_BYTES_TOTAL,
+        Unit::Bytes,
+        "Response body bytes sent to clients, by route."
+    );
+    describe_histogram!(
+        UPSTREAM_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time until the upstream's response head, by upstream."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS_TOTAL,
+        "Upstream calls that failed, by upstream and kind (connect, timeout, protocol)."
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads, by result (success, failure)."
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open now.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label tells the build.");
+}

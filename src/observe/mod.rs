@@ -1,0 +1,7 @@
+//! Observability: logging setup, the access log, metrics (Prometheus), and log redaction.
+//! Health endpoints live in `admin`; this module owns what is recorded, not how it is served.
+
+pub mod access;
+pub mod logging;
+pub mod metrics;
+pub mod redact;

@@ -1,0 +1,52 @@
+//! Request ids: a well-formed incoming `x-request-id` is kept, anything else is replaced by a new
+//! UUID. Well-formed means 1–128 characters of `A-Z a-z 0-9 - _ . : /` — safe in logs and headers.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const MAX_LEN: usize = 128;
+
+/// The id to use for this request: the client's if it is well-formed, otherwise a fresh one.
+pub fn resolve(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(value) if is_well_formed(value.as_bytes()) => value.clone(),
+        _ => generate(),
+    }
+}
+
+pub fn generate() -> HeaderValue {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
+}
+
+pub fn is_well_formed(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.len() <= MAX_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_good_ids_and_replaces_bad_ones() {
+        let mut headers = HeaderMap::new();
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123_x.y"));
+        assert_eq!(resolve(&headers), "abc-123_x.y");
+        headers.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        assert_ne!(resolve(&headers), "bad id with spaces");
+        let long = "a".repeat(129);
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(resolve(&headers).len(), 36);
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_static("<script>"));
+        assert!(is_well_formed(resolve(&headers).as_bytes()));
+    }
+}

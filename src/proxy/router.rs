@@ -1,0 +1,93 @@
+//! Route matching: the first route, in config order, whose host, path and method all match.
+//! Validation guarantees that no route is hidden behind an earlier one.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::RouteConfig;
+
+/// A route ready for the data path.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub config: RouteConfig,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    pub fn new(configs: &[RouteConfig]) -> Self {
+        let routes = configs
+            .iter()
+            .map(|config| {
+                Arc::new(Route {
+                    name: Arc::from(config.name.as_str()),
+                    config: config.clone(),
+                })
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// `host` is the request's host, lower-case, without port.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|route| {
+            let config = &route.config;
+            config
+                .host
+                .as_ref()
+                .is_none_or(|pattern| host.is_some_and(|h| pattern.matches(h)))
+                && config.path.matches(path)
+                && config
+                    .methods
+                    .as_ref()
+                    .is_none_or(|methods| methods.contains(method))
+        })
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+/// The request's host from `Host` or the URI authority: lower-case, port removed.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<String> {
+    let raw = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    let without_port = if raw.starts_with('[') {
+        raw.split_once(']')
+            .map_or(raw, |(v6, _)| &raw[..v6.len() + 1])
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(host, _)| host)
+    };
+    Some(without_port.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port() {
+        let uri: http::Uri = "/x".parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, "API.Example.com:8080".parse().unwrap());
+        assert_eq!(
+            request_host(&uri, &headers).as_deref(),
+            Some("api.example.com")
+        );
+        headers.insert(http::header::HOST, "[::1]:8080".parse().unwrap());
+        assert_eq!(request_host(&uri, &headers).as_deref(), Some("[::1]"));
+        let uri: http::Uri = "https://h2.example/x".parse().unwrap();
+        assert_eq!(
+            request_host(&uri, &http::HeaderMap::new()).as_deref(),
+            Some("h2.example")
+        );
+    }
+}
