@@ -30,6 +30,7 @@ cd "$ROOT"
 : "${BENCH_SCENARIO:=plain}"
 : "${BENCH_KEEP_TMP:=0}"
 : "${BENCH_NO_BUILD:=0}"
+BENCH_ONLY=${BENCH_ONLY// /}
 export BENCH_ONLY BENCH_CONNS BENCH_DURATION BENCH_WARMUP BENCH_ROUNDS BENCH_THREADS BENCH_SCENARIO
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -363,7 +364,9 @@ run_scenario() { # name
     [[ -n "${PID_OF[$t]:-}" ]] || continue
     stop_proc "$t"   # flushes nginx's buffered access log
     local logfile="$TMP/$scen/$t/access.log"
-    [[ -f "$logfile" ]] && meta "$scen" "${t}_access_log_lines" "$(wc -l <"$logfile")"
+    [[ -f "$logfile" ]] || continue
+    meta "$scen" "${t}_access_log_lines" "$(wc -l <"$logfile")"
+    [[ "$BENCH_KEEP_TMP" == 1 ]] || rm -f "$logfile"   # can be hundreds of MB
   done
 }
 

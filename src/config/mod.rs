@@ -111,7 +111,9 @@ pub fn parse(
     let file_config: file::FileConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
         .map_err(|error| {
             let path = serde_path(error.path());
-            let message = error.inner().to_string();
+            // The toml deserializer appends "in `key`"; the key path already says where.
+            let full = error.inner().to_string();
+            let message = full.lines().next().unwrap_or_default().trim().to_owned();
             ConfigErrors(vec![source.error(&doc, &path, message)])
         })?;
 

@@ -195,25 +195,19 @@ pub enum Rewrite {
 impl Rewrite {
     /// The upstream path for `path`, which `matched` has matched.
     pub fn apply(&self, matched: &PathMatch, path: &str) -> String {
-        let rest = || path.get(matched.as_str().len()..).unwrap_or("");
-        match self {
-            Self::None => path.to_owned(),
-            Self::StripPrefix => {
-                let rest = rest();
-                if rest.starts_with('/') {
-                    rest.to_owned()
-                } else {
-                    format!("/{rest}")
-                }
-            }
-            Self::Replace(with) => {
-                let rest = rest();
-                match (with.ends_with('/'), rest.starts_with('/')) {
-                    (true, true) => format!("{with}{}", &rest[1..]),
-                    _ => format!("{with}{rest}"),
-                }
-            }
+        let with = match self {
+            Self::None => return path.to_owned(),
+            Self::StripPrefix => "/",
+            Self::Replace(with) => with.as_str(),
+        };
+        let rest = path.get(matched.as_str().len()..).unwrap_or("");
+        let base = with.trim_end_matches('/');
+        if rest.is_empty() {
+            return with.to_owned();
         }
+        // A prefix ending in `/` consumed the separator; put it back.
+        let separator = if rest.starts_with('/') { "" } else { "/" };
+        format!("{base}{separator}{rest}")
     }
 }
 
@@ -259,6 +253,16 @@ mod tests {
         assert_eq!(replace.apply(&prefix, "/api/items"), "/v2/items");
         let replace_slash = Rewrite::Replace("/v2/".into());
         assert_eq!(replace_slash.apply(&prefix, "/api/items"), "/v2/items");
+        let root = PathMatch::Prefix("/".into());
+        assert_eq!(
+            Rewrite::Replace("/echo/host".into()).apply(&root, "/x"),
+            "/echo/host/x"
+        );
+        assert_eq!(
+            Rewrite::Replace("/echo/host".into()).apply(&root, "/"),
+            "/echo/host"
+        );
+        assert_eq!(Rewrite::StripPrefix.apply(&slash, "/api/"), "/");
         let exact = PathMatch::Exact("/old".into());
         assert_eq!(
             Rewrite::Replace("/new".into()).apply(&exact, "/old"),

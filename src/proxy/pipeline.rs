@@ -145,7 +145,7 @@ impl Pipeline {
         let upstream = &self.upstreams[route.config.upstream];
         record.upstream = Some(upstream.name.clone());
         let response = self
-            .forward(route, upstream, request, conn, host, &record.request_id)
+            .forward(route, upstream, request, conn, &record.request_id)
             .await?;
 
         // 12. Response headers.
@@ -159,7 +159,6 @@ impl Pipeline {
         upstream: &Upstream,
         request: Request<Incoming>,
         conn: &ConnInfo,
-        host: Option<String>,
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
@@ -174,6 +173,12 @@ impl Pipeline {
             });
         }
 
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let target = upstream.pick();
         let path = route
             .config
@@ -191,11 +196,6 @@ impl Pipeline {
             .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
         parts.version = Version::HTTP_11;
 
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()));
         remove_hop_by_hop(&mut parts.headers);
         let peer_trusted = forwarded::is_trusted(conn.peer.ip(), &self.trusted_proxies);
         let forwarded_host = original_host.as_ref().and_then(|h| h.to_str().ok());

@@ -1,0 +1,141 @@
+//! Test support: start the demo app and rampart on port 0 over real sockets, build clients, and
+//! run the `rampart` binary for tests that need signals or its output.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rampart::config::{self, Config};
+use rampart::server::{self, Running};
+
+/// The demo app on a free port.
+pub async fn demo_app() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rampart::demo::serve(listener));
+    addr
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Parses config text; `{app}` is replaced by `upstream`. Listeners default to port 0.
+pub fn config(text: &str, upstream: SocketAddr) -> Config {
+    let text = text.replace("{app}", &upstream.to_string());
+    let text = if text.contains("[server]") {
+        text
+    } else {
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{text}")
+    };
+    let text = if text.contains("[admin]") {
+        text
+    } else {
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n{text}")
+    };
+    config::parse(&text, "test.toml", Path::new("."), &|var| {
+        std::env::var(var).ok()
+    })
+    .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n---\n{text}"))
+}
+
+pub async fn start(text: &str, upstream: SocketAddr) -> Running {
+    rampart::install_crypto_provider();
+    server::start(config(text, upstream))
+        .await
+        .expect("rampart starts")
+}
+
+pub fn url(running: &Running, path: &str) -> String {
+    format!("http://{}{}", running.http_addrs[0], path)
+}
+
+pub fn admin_url(running: &Running, path: &str) -> String {
+    format!("http://{}{}", running.admin_addr, path)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A config routing everything to `{app}`.
+pub const SIMPLE: &str = r#"
+[[upstream]]
+name = "app"
+targets = ["{app}"]
+
+[[route]]
+name = "all"
+upstream = "app"
+"#;
+
+/// The `rampart` binary built for this test run.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rampart")
+}
+
+/// Runs `rampart serve --config path` with its stdout captured to `log`.
+pub fn spawn_serve(config_path: &Path, log: &Path, extra: &[&str]) -> Child {
+    let stdout = std::fs::File::create(log).unwrap();
+    Command::new(binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .args(extra)
+        .env("RAMPART_LOG", "info")
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("rampart binary runs")
+}
+
+/// A free port number (bound then released).
+pub fn free_port() -> u16 {
+    closed_port().port()
+}
+
+/// Waits until `url` answers 200, or panics after `within`.
+pub async fn wait_ready(url: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let client = client();
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, up to `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rampart did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
