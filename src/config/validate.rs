@@ -79,21 +79,29 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
     let admin_path = root.key("admin").key("listen");
     let admin_listen = address(&file.admin.listen, &admin_path, &mut problems);
 
-    // Every listener on a distinct address.
-    let mut seen: HashMap<SocketAddr, KeyPath> = HashMap::new();
-    let tls_listen = tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
-    let all = listen
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (server_path.key("listen").index(i), *a))
-        .chain(
-            tls_listen
+    // Every listener on a distinct address (port 0 asks the system for a free one).
+    let mut listeners: Vec<(KeyPath, &String)> = Vec::new();
+    listeners.extend(
+        server
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (server_path.key("listen").index(i), a)),
+    );
+    if let Some(tls) = &server.tls {
+        listeners.extend(
+            tls.listen
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (server_path.key("tls").key("listen").index(i), *a)),
-        )
-        .chain(admin_listen.map(|a| (admin_path.clone(), a)));
-    for (path, addr) in all {
+                .map(|(i, a)| (server_path.key("tls").key("listen").index(i), a)),
+        );
+    }
+    listeners.push((admin_path.clone(), &file.admin.listen));
+    let mut seen: HashMap<SocketAddr, KeyPath> = HashMap::new();
+    for (path, text) in listeners {
+        let Ok(addr) = SocketAddr::from_str(text.trim()) else {
+            continue;
+        };
         if addr.port() == 0 {
             continue;
         }
@@ -356,11 +364,12 @@ fn resolve_route(
         .iter()
         .position(|u| u.name == section.upstream);
     if upstream.is_none() {
-        let known: Vec<String> = file
+        let mut known: Vec<String> = file
             .upstreams
             .iter()
             .map(|u| format!("`{}`", u.name))
             .collect();
+        known.dedup();
         let known = if known.is_empty() {
             "no [[upstream]] is defined".to_owned()
         } else {
