@@ -54,10 +54,10 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         ));
     }
     let max_header_bytes = server.max_header_bytes.0;
-    if !(4096..=1 << 20).contains(&max_header_bytes) {
+    if !(8192..=1 << 20).contains(&max_header_bytes) {
         problems.push((
             server_path.key("max_header_bytes"),
-            format!("expected between 4KiB and 1MiB, got {max_header_bytes}"),
+            format!("expected between 8KiB and 1MiB, got {max_header_bytes}"),
         ));
     }
     let trusted_proxies = server
