@@ -581,3 +581,73 @@ async fn request_bodies_stream_to_the_upstream() {
         .unwrap();
     assert_eq!(seen["body_len"], 64 * 4096);
 }
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let app = demo_app().await;
+    let running = start(
+        &format!("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_header_bytes = \"8KiB\"\n{SIMPLE}"),
+        app,
+    )
+    .await;
+    let big = format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let response = raw_request(running.http_addrs[0], &big).await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    let fits = "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Small: a\r\n\r\n";
+    assert!(
+        raw_request(running.http_addrs[0], fits)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+/// How long until the server closes `stream`.
+async fn time_until_closed(mut stream: tokio::net::TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buffer = [0u8; 65536];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("connection still open after 10 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    let app = demo_app().await;
+    let running = start(
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"600ms\"\nheader_read_timeout = \"1500ms\"\n{SIMPLE}"
+        ),
+        app,
+    )
+    .await;
+    let addr = running.http_addrs[0];
+
+    // A keep-alive connection is closed after the idle timeout once its request is done.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = time_until_closed(idle).await;
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1400),
+        "{waited:?}"
+    );
+
+    // A client that never finishes its head is cut off at the header-read timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let waited = time_until_closed(slow).await;
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
