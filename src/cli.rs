@@ -161,8 +161,10 @@ pub fn describe(config: &Config) -> String {
     out
 }
 
+/// The control runtime: signals, reloads, the admin listener, the demo app. Requests are served
+/// on the server's own worker threads.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("rampart")
         .build()

@@ -31,6 +31,8 @@ pub struct FileConfig {
 pub struct ServerSection {
     /// Plain-text listen addresses (HTTP/1.1 and h2c).
     pub listen: Vec<String>,
+    /// Worker threads serving requests, each with its own event loop; 0 means one per CPU.
+    pub workers: usize,
     /// Optional TLS listeners (HTTP/1.1 and HTTP/2 by ALPN).
     pub tls: Option<TlsSection>,
     /// Time a client has to send a complete request head.
@@ -57,6 +59,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: vec!["127.0.0.1:8080".to_owned()],
+            workers: 0,
             tls: None,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),

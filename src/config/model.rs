@@ -23,6 +23,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
+    /// Worker threads (at least 1).
+    pub workers: usize,
     pub tls: Option<TlsConfig>,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,

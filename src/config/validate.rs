@@ -76,6 +76,18 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         })
         .collect();
 
+    let workers = match server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n > 256 => {
+            problems.push((
+                server_path.key("workers"),
+                format!("expected 0 (one per CPU) to 256, got {n}"),
+            ));
+            1
+        }
+        n => n,
+    };
+
     let admin_path = root.key("admin").key("listen");
     let admin_listen = address(&file.admin.listen, &admin_path, &mut problems);
 
@@ -129,6 +141,7 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
     Ok(Config {
         server: ServerConfig {
             listen,
+            workers,
             tls,
             header_read_timeout: server.header_read_timeout,
             request_timeout: server.request_timeout,

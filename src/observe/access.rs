@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, Uri};
 
-use super::metrics as m;
+use super::metrics::{self as m, RouteMetrics};
 use super::redact::redact_path_and_query;
 use crate::proxy::body::Completion;
 use crate::proxy::context::ConnActivity;
@@ -28,6 +28,8 @@ pub struct RequestRecord {
     pub uri: Uri,
     pub client_ip: IpAddr,
     pub route: Option<Arc<str>>,
+    /// The matched route's metrics.
+    pub route_metrics: Option<Arc<RouteMetrics>>,
     pub upstream: Option<Arc<str>>,
     /// Authenticated user, once authentication exists.
     pub user: Option<String>,
@@ -45,6 +47,8 @@ pub struct Exchange {
     pub status: StatusCode,
     pub access_log: Arc<AccessLog>,
     pub activity: Arc<ConnActivity>,
+    /// Where requests that matched no route are counted.
+    pub no_route_metrics: Arc<RouteMetrics>,
 }
 
 impl Completion for Exchange {
@@ -54,21 +58,13 @@ impl Completion for Exchange {
             status,
             access_log,
             activity,
+            no_route_metrics,
         } = *self;
         let elapsed = record.started.elapsed();
         activity.request_done();
-        let route = record.route.clone().unwrap_or_else(|| Arc::from("none"));
-        metrics::gauge!(m::HTTP_REQUESTS_IN_FLIGHT).decrement(1.0);
-        metrics::counter!(
-            m::HTTP_REQUESTS_TOTAL,
-            "route" => route.clone(),
-            "method" => method_label(&record.method),
-            "status" => status_label(status),
-        )
-        .increment(1);
-        metrics::histogram!(m::HTTP_REQUEST_DURATION, "route" => route.clone())
-            .record(elapsed.as_secs_f64());
-        metrics::counter!(m::HTTP_RESPONSE_BYTES_TOTAL, "route" => route).increment(bytes_sent);
+        m::in_flight().decrement(1.0);
+        let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
+        route_metrics.finished(&record.method, status, elapsed, bytes_sent);
 
         if !access_log.enabled {
             return;
@@ -97,26 +93,4 @@ impl Completion for Exchange {
             "request"
         );
     }
-}
-
-/// Standard methods as static labels; anything else is `OTHER` (bounded label set).
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "OTHER",
-    }
-}
-
-fn status_label(status: StatusCode) -> metrics::SharedString {
-    static LABELS: std::sync::OnceLock<Vec<Arc<str>>> = std::sync::OnceLock::new();
-    let labels = LABELS.get_or_init(|| (0..1000).map(|code| Arc::from(code.to_string())).collect());
-    metrics::SharedString::from(labels[usize::from(status.as_u16()).min(999)].clone())
 }

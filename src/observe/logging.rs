@@ -1,18 +1,19 @@
-//! Log setup: `tracing` to stdout through a non-blocking writer, as JSON (one object per line) or
-//! human-readable. The level comes from `RAMPART_LOG` when set, else from `[log] level`.
-//! Request-scoped lines carry the request id through the `request` span.
+//! Log setup: `tracing` to stdout through the batching [`BatchWriter`], as JSON (one object per
+//! line) or human-readable. The level comes from `RAMPART_LOG` when set, else from `[log] level`.
+//! Lines written while a request is handled carry its request id ([`super::log_layer::RequestScope`]).
 
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use super::log_layer::{LogLayer, Style};
+use super::log_writer::BatchWriter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Keeps the log writer alive and allows the level to change on reload.
 pub struct LogHandle {
-    _guard: WorkerGuard,
+    writer: BatchWriter,
     filter: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     from_env: bool,
 }
@@ -40,32 +41,24 @@ pub fn init(config: &LogConfig) -> LogHandle {
         .parse(&level)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(256 * 1024)
-        .finish(std::io::stdout());
-    let registry = tracing_subscriber::registry().with(filter);
-    match config.format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(writer),
-            )
-            .init(),
-        LogFormat::Pretty => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(writer),
-            )
-            .init(),
-    }
+    let writer = BatchWriter::stdout();
+    let style = match config.format {
+        LogFormat::Json => Style::Json,
+        LogFormat::Pretty => Style::Pretty,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(LogLayer::new(writer.clone(), style))
+        .init();
     LogHandle {
-        _guard: guard,
+        writer,
         filter: handle,
         from_env,
+    }
+}
+
+impl Drop for LogHandle {
+    fn drop(&mut self) {
+        self.writer.flush();
     }
 }

@@ -3,9 +3,13 @@
 //! Names follow Prometheus conventions (prefix `rampart_`, base units, counters end in `_total`);
 //! labels are bounded (route and upstream names from config, never raw paths or user ids).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS_TOTAL: &str = "rampart_http_requests_total";
@@ -87,4 +91,80 @@ fn describe() {
     );
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open now.");
     describe_gauge!(BUILD_INFO, "Always 1; the version label tells the build.");
+}
+
+/// A route's request metrics, resolved once when the pipeline is built.
+pub struct RouteMetrics {
+    route: Arc<str>,
+    duration: Histogram,
+    response_bytes: Counter,
+    requests: Mutex<HashMap<(&'static str, u16), Counter>>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
+impl RouteMetrics {
+    pub fn new(route: Arc<str>) -> Self {
+        Self {
+            duration: metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone()),
+            response_bytes: metrics::counter!(HTTP_RESPONSE_BYTES_TOTAL, "route" => route.clone()),
+            requests: Mutex::new(HashMap::new()),
+            route,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn finished(
+        &self,
+        method: &http::Method,
+        status: http::StatusCode,
+        elapsed: Duration,
+        bytes: u64,
+    ) {
+        self.duration.record(elapsed.as_secs_f64());
+        self.response_bytes.increment(bytes);
+        let method = method_label(method);
+        let key = (method, status.as_u16());
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        requests
+            .entry(key)
+            .or_insert_with(|| {
+                metrics::counter!(
+                    HTTP_REQUESTS_TOTAL,
+                    "route" => self.route.clone(),
+                    "method" => method,
+                    "status" => status.as_u16().to_string(),
+                )
+            })
+            .increment(1);
+    }
+}
+
+/// Standard methods as static labels; anything else is `OTHER` (a bounded label set).
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// The in-flight gauge, resolved once.
+pub fn in_flight() -> &'static Gauge {
+    static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
+    IN_FLIGHT.get_or_init(|| metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT))
 }

@@ -22,12 +22,11 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use tracing::Instrument;
 
-use super::body::{BoxError, ObservedBody, ResponseBody};
+use super::body::{ObservedBody, ResponseBody, buffer_if_small, declared_length};
 use super::context::ConnInfo;
 use super::error::ProxyError;
 use super::forwarded;
@@ -37,7 +36,8 @@ use super::router::{Route, Router, request_host};
 use super::upstream::Upstream;
 use crate::config::Config;
 use crate::observe::access::{AccessLog, Exchange, RequestRecord};
-use crate::observe::metrics as m;
+use crate::observe::log_layer::RequestScope;
+use crate::observe::metrics::{self as m, RouteMetrics};
 
 /// Everything the data path needs, built from one config.
 pub struct Pipeline {
@@ -47,6 +47,7 @@ pub struct Pipeline {
     access_log: Arc<AccessLog>,
     trusted_proxies: Vec<IpNet>,
     max_body_bytes: u64,
+    no_route_metrics: Arc<RouteMetrics>,
 }
 
 impl Pipeline {
@@ -54,7 +55,7 @@ impl Pipeline {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(Upstream::new(u)))
+            .map(|u| Arc::new(Upstream::new(u, config.server.workers)))
             .collect();
         Self {
             router: Router::new(&config.routes),
@@ -65,6 +66,7 @@ impl Pipeline {
             }),
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
             config: Arc::new(config),
         }
     }
@@ -80,7 +82,7 @@ impl Pipeline {
         conn: &ConnInfo,
     ) -> Response<ObservedBody> {
         conn.activity.request_started();
-        metrics::gauge!(m::HTTP_REQUESTS_IN_FLIGHT).increment(1.0);
+        m::in_flight().increment(1.0);
 
         // 2. Request id: kept when well-formed, generated otherwise.
         let request_id = request_id::resolve(request.headers());
@@ -95,20 +97,15 @@ impl Pipeline {
                 &self.trusted_proxies,
             ),
             route: None,
+            route_metrics: None,
             upstream: None,
             user: None,
             cache: None,
             limit: None,
             error: None,
         };
-        let span = tracing::info_span!(
-            "request",
-            request_id = request_id.to_str().unwrap_or_default()
-        );
-        let outcome = self
-            .stages(&mut record, request, conn)
-            .instrument(span)
-            .await;
+        let outcome =
+            RequestScope::new(request_id.clone(), self.stages(&mut record, request, conn)).await;
 
         let mut response = outcome.unwrap_or_else(|error| {
             record.error = Some(error.kind());
@@ -120,6 +117,7 @@ impl Pipeline {
             record,
             access_log: self.access_log.clone(),
             activity: conn.activity.clone(),
+            no_route_metrics: self.no_route_metrics.clone(),
         };
         response.map(|body| ObservedBody::new(body, Box::new(exchange)))
     }
@@ -138,6 +136,7 @@ impl Pipeline {
             .find(host.as_deref(), request.uri().path(), request.method())
             .ok_or(ProxyError::NoRoute)?;
         record.route = Some(route.name.clone());
+        record.route_metrics = Some(route.metrics.clone());
 
         // 4–10 plug in here, in order, as their issues land.
 
@@ -152,7 +151,9 @@ impl Pipeline {
         Ok(response)
     }
 
-    /// Sends the request to one of `upstream`'s targets and returns its response, streaming.
+    /// Sends the request to one of `upstream`'s targets and returns its response. Small bodies
+    /// (declared ≤ 64 KiB) are read whole first so each side gets one write; others stream. The
+    /// route's timeout bounds everything up to the response head (and a small response's body).
     async fn forward(
         &self,
         route: &Route,
@@ -161,25 +162,88 @@ impl Pipeline {
         conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let deadline = tokio::time::Instant::now() + route.config.timeout;
         let (mut parts, body) = request.into_parts();
-        let declared_length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared_length.is_some_and(|len| len > self.max_body_bytes) {
+        let declared = declared_length(&parts.headers);
+        if declared.is_some_and(|length| length > self.max_body_bytes) {
             return Err(ProxyError::BodyTooLarge {
                 limit: self.max_body_bytes,
             });
         }
+        self.prepare_upstream_head(&mut parts, route, upstream, conn, request_id)?;
+        let limited = Limited::new(body, self.max_body_bytes as usize);
+        let body = match tokio::time::timeout_at(deadline, buffer_if_small(limited, declared)).await
+        {
+            Err(_) => return Err(ProxyError::RequestTimeout),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(ProxyError::BodyTooLarge {
+                    limit: self.max_body_bytes,
+                });
+            }
+            Ok(Err(_)) => return Err(ProxyError::BadRequest("the request body could not be read")),
+            Ok(Ok(body)) => body,
+        };
 
+        let started = Instant::now();
+        let sent = tokio::time::timeout_at(
+            deadline,
+            upstream
+                .client_for_this_worker()
+                .request(Request::from_parts(parts, body)),
+        )
+        .await;
+        upstream.duration.record(started.elapsed().as_secs_f64());
+        let timed_out = || {
+            upstream_failure(
+                upstream,
+                "timeout",
+                ProxyError::UpstreamTimeout {
+                    upstream: upstream.name.to_string(),
+                    timeout_ms: route.config.timeout.as_millis(),
+                },
+            )
+        };
+        let response = match sent {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => return Err(classify(upstream, error, self.max_body_bytes)),
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let declared = declared_length(&parts.headers);
+        let body = match tokio::time::timeout_at(deadline, buffer_if_small(body, declared)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => {
+                return Err(upstream_failure(
+                    upstream,
+                    "protocol",
+                    ProxyError::UpstreamProtocol {
+                        upstream: upstream.name.to_string(),
+                        source: error,
+                    },
+                ));
+            }
+            Ok(Ok(body)) => body,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Turns the client's request head into the upstream's: target URI and rewritten path,
+    /// hop-by-hop headers out, `X-Forwarded-*` and the request id in, `Host` per the route.
+    fn prepare_upstream_head(
+        &self,
+        parts: &mut http::request::Parts,
+        route: &Route,
+        upstream: &Upstream,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+    ) -> Result<(), ProxyError> {
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let target = upstream.pick();
         let path = route
             .config
             .rewrite
@@ -190,7 +254,7 @@ impl Pipeline {
         };
         parts.uri = Uri::builder()
             .scheme("http")
-            .authority(target.clone())
+            .authority(upstream.pick().clone())
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
@@ -215,38 +279,7 @@ impl Pipeline {
                 parts.headers.remove(header::HOST);
             }
         }
-
-        let body: ResponseBody = Limited::new(body, self.max_body_bytes as usize)
-            .map_err(BoxError::from)
-            .boxed_unsync();
-        let started = Instant::now();
-        let sent = tokio::time::timeout(
-            route.config.timeout,
-            upstream.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
-        metrics::histogram!(m::UPSTREAM_REQUEST_DURATION, "upstream" => upstream.name.clone())
-            .record(started.elapsed().as_secs_f64());
-        let response = match sent {
-            Err(_) => {
-                return Err(upstream_failure(
-                    upstream,
-                    "timeout",
-                    ProxyError::UpstreamTimeout {
-                        upstream: upstream.name.to_string(),
-                        timeout_ms: route.config.timeout.as_millis(),
-                    },
-                ));
-            }
-            Ok(Err(error)) => return Err(classify(upstream, error, self.max_body_bytes)),
-            Ok(Ok(response)) => response,
-        };
-        let (mut parts, body) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ))
+        Ok(())
     }
 }
 

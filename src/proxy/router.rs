@@ -6,15 +6,16 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::RouteConfig;
+use crate::observe::metrics::RouteMetrics;
 
 /// A route ready for the data path.
-#[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
     pub config: RouteConfig,
+    pub metrics: Arc<RouteMetrics>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Router {
     routes: Vec<Arc<Route>>,
 }
@@ -24,8 +25,10 @@ impl Router {
         let routes = configs
             .iter()
             .map(|config| {
+                let name: Arc<str> = Arc::from(config.name.as_str());
                 Arc::new(Route {
-                    name: Arc::from(config.name.as_str()),
+                    metrics: Arc::new(RouteMetrics::new(name.clone())),
+                    name,
                     config: config.clone(),
                 })
             })

@@ -1,6 +1,8 @@
-//! Upstreams: a named set of targets behind one pooled keep-alive HTTP/1.1 client. Targets are used
-//! in turn (round robin); richer balancing, health and breakers plug in here later.
+//! Upstreams: a named set of targets behind pooled keep-alive HTTP/1.1 clients — one client (and
+//! pool) per worker thread, so a request and its upstream connection stay on one thread. Targets
+//! are used in turn (round robin); richer balancing, health and breakers plug in here later.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,39 +13,64 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ResponseBody;
 use crate::config::UpstreamConfig;
+use crate::observe::metrics::UPSTREAM_REQUEST_DURATION;
 
 pub type UpstreamClient = Client<HttpConnector, ResponseBody>;
+
+thread_local! {
+    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index` (threads that are not workers use pool 0).
+pub fn set_worker_index(index: usize) {
+    WORKER_INDEX.with(|cell| cell.set(index));
+}
 
 pub struct Upstream {
     pub name: Arc<str>,
     pub targets: Vec<Authority>,
     next: AtomicUsize,
-    pub client: UpstreamClient,
+    clients: Vec<UpstreamClient>,
+    /// Time until the response head.
+    pub duration: metrics::Histogram,
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+    /// One client per worker thread.
+    pub fn new(config: &UpstreamConfig, workers: usize) -> Self {
+        let clients = (0..workers.max(1)).map(|_| Self::client(config)).collect();
         let targets = config
             .targets
             .iter()
             .map(|target| target.parse().expect("targets are validated as host:port"))
             .collect();
+        let name: Arc<str> = Arc::from(config.name.as_str());
         Self {
-            name: Arc::from(config.name.as_str()),
+            duration: metrics::histogram!(UPSTREAM_REQUEST_DURATION, "upstream" => name.clone()),
+            name,
             targets,
             next: AtomicUsize::new(0),
-            client,
+            clients,
         }
+    }
+
+    /// The calling worker's client.
+    pub fn client_for_this_worker(&self) -> &UpstreamClient {
+        let index = WORKER_INDEX.with(Cell::get);
+        &self.clients[index % self.clients.len()]
+    }
+
+    fn client(config: &UpstreamConfig) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector)
     }
 
     /// The next target in turn.

@@ -1,21 +1,23 @@
-//! The running server: binds the public and admin listeners, accepts connections, swaps the
-//! pipeline on reload, and drains on shutdown. [`start`] is used by the CLI and by tests alike.
+//! The running server: binds the public and admin listeners, starts the worker threads that accept
+//! and serve connections, swaps the pipeline on reload, and drains on shutdown. [`start`] is used
+//! by the CLI and by tests alike; the admin listener runs on the caller's runtime.
 
 pub mod connection;
+pub mod listeners;
 pub mod reload;
 pub mod tls;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::observe::metrics as m;
@@ -40,8 +42,7 @@ pub struct Running {
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     admin_stop: watch::Sender<bool>,
-    connections: TaskTracker,
-    acceptors: Vec<JoinHandle<()>>,
+    workers: Vec<oneshot::Receiver<usize>>,
     admin: JoinHandle<()>,
 }
 
@@ -60,33 +61,31 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })
-}
-
 /// Binds every listener of `config` and starts serving.
 pub async fn start(config: Config) -> Result<Running, BindError> {
     let metrics = m::install();
-    let mut plain = Vec::new();
+    let workers = config.server.workers;
+    let mut bound = Vec::new();
     for addr in &config.server.listen {
-        plain.push(bind(*addr).await?);
+        bound.push(listeners::bind(*addr, workers, None)?);
     }
-    let mut secure = Vec::new();
+    let plain_count = bound.len();
     if let Some(tls) = &config.server.tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config.clone());
         for addr in &tls.listen {
-            secure.push((
-                bind(*addr).await?,
-                tokio_rustls::TlsAcceptor::from(tls.server_config.clone()),
-            ));
+            bound.push(listeners::bind(*addr, workers, Some(acceptor.clone()))?);
         }
     }
-    let admin_listener = bind(config.admin.listen).await?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| BindError {
+    let admin_error = |source| BindError {
         addr: config.admin.listen,
         source,
-    })?;
+    };
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(admin_error)?;
+    let admin_addr = admin_listener.local_addr().map_err(admin_error)?;
+    let http_addrs: Vec<SocketAddr> = bound[..plain_count].iter().map(|b| b.addr).collect();
+    let tls_addrs: Vec<SocketAddr> = bound[plain_count..].iter().map(|b| b.addr).collect();
 
     let shared = Arc::new(Shared {
         pipeline: ArcSwap::from_pointee(Pipeline::new(config)),
@@ -96,30 +95,30 @@ pub async fn start(config: Config) -> Result<Running, BindError> {
         health: Default::default(),
     });
     let (shutdown, _) = watch::channel(false);
-    let connections = TaskTracker::new();
-    let mut acceptors = Vec::new();
-    let mut http_addrs = Vec::new();
-    let mut tls_addrs = Vec::new();
-    for listener in plain {
-        http_addrs.push(listener.local_addr().expect("bound socket has an address"));
-        acceptors.push(tokio::spawn(accept_loop(
-            listener,
-            None,
-            shared.clone(),
-            shutdown.subscribe(),
-            connections.clone(),
-        )));
+
+    // Worker i gets the i-th socket of every address.
+    let mut per_worker: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+    for address in bound {
+        for (index, socket) in address.sockets.into_iter().enumerate() {
+            per_worker[index].push((socket, address.tls.clone()));
+        }
     }
-    for (listener, acceptor) in secure {
-        tls_addrs.push(listener.local_addr().expect("bound socket has an address"));
-        acceptors.push(tokio::spawn(accept_loop(
-            listener,
-            Some(acceptor),
-            shared.clone(),
-            shutdown.subscribe(),
-            connections.clone(),
-        )));
+    let mut worker_done = Vec::new();
+    for (index, sockets) in per_worker.into_iter().enumerate() {
+        let (done, finished) = oneshot::channel();
+        let plan = worker::WorkerPlan {
+            index,
+            sockets,
+            shared: shared.clone(),
+            shutdown: shutdown.subscribe(),
+        };
+        worker::spawn(plan, done).map_err(|source| BindError {
+            addr: http_addrs.first().copied().unwrap_or(admin_addr),
+            source,
+        })?;
+        worker_done.push(finished);
     }
+
     // The admin listener outlives the drain, so probes see readiness 503 while it runs.
     let (admin_stop, _) = watch::channel(false);
     let admin = {
@@ -138,6 +137,7 @@ pub async fn start(config: Config) -> Result<Running, BindError> {
         listen = ?http_addrs,
         tls = ?tls_addrs,
         admin = %admin_addr,
+        workers,
         "rampart is serving"
     );
     Ok(Running {
@@ -147,39 +147,13 @@ pub async fn start(config: Config) -> Result<Running, BindError> {
         shared,
         shutdown,
         admin_stop,
-        connections,
-        acceptors,
+        workers: worker_done,
         admin,
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    connections: TaskTracker,
-) {
-    let for_connections = shutdown.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(connection::serve(stream, peer, tls.clone(), shared.clone(), for_connections.clone()));
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stopped(&mut shutdown) => return,
-        }
-    }
-}
-
 /// Resolves once shutdown has been signalled (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopped| *stopped).await;
 }
 
@@ -212,17 +186,11 @@ impl Running {
     /// then stops the admin listener.
     pub async fn shutdown(self) -> DrainReport {
         self.begin_drain();
-        let drain_timeout = self.shared.pipeline.load().config.server.drain_timeout;
         let _ = self.shutdown.send(true);
-        for acceptor in self.acceptors {
-            let _ = acceptor.await;
+        let mut cut_connections = 0;
+        for worker in self.workers {
+            cut_connections += worker.await.unwrap_or(0);
         }
-        self.connections.close();
-        let cut_connections =
-            match tokio::time::timeout(drain_timeout, self.connections.wait()).await {
-                Ok(()) => 0,
-                Err(_) => self.connections.len(),
-            };
         let _ = self.admin_stop.send(true);
         let _ = self.admin.await;
         if cut_connections > 0 {

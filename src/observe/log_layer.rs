@@ -1,0 +1,335 @@
+//! The log line formatter: a tracing layer that writes every event, as one JSON object or one
+//! human-readable line, straight into the batching log buffer. Lines written while a request is
+//! being handled carry its `request_id` (set by [`RequestScope`]); the access line names it itself.
+//!
+//! JSON shape: `{"timestamp","level","message",<fields>,"request_id","target"}`.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
+
+use super::log_writer::BatchWriter;
+
+/// How lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Json,
+    Pretty,
+}
+
+pub struct LogLayer {
+    writer: BatchWriter,
+    style: Style,
+}
+
+impl LogLayer {
+    pub fn new(writer: BatchWriter, style: Style) -> Self {
+        Self { writer, style }
+    }
+}
+
+thread_local! {
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    static REQUEST_ID: RefCell<Option<HeaderValue>> = const { RefCell::new(None) };
+}
+
+impl<S: Subscriber> Layer<S> for LogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            format_event(&mut line, self.style, event);
+            let _ = self.writer.make_writer_for(meta).write_all(line.as_bytes());
+        });
+    }
+}
+
+fn format_event(line: &mut String, style: Style, event: &Event<'_>) {
+    let meta = event.metadata();
+    let request_id = REQUEST_ID.with(|id| id.borrow().clone());
+    match style {
+        Style::Json => {
+            line.push_str("{\"timestamp\":\"");
+            write_timestamp(line, SystemTime::now());
+            line.push_str("\",\"level\":\"");
+            line.push_str(meta.level().as_str());
+            line.push('"');
+        }
+        Style::Pretty => {
+            write_timestamp(line, SystemTime::now());
+            let _ = write!(line, " {:>5} {}:", meta.level().as_str(), meta.target());
+        }
+    }
+    let mut fields = FieldWriter {
+        line,
+        style,
+        has_request_id: false,
+    };
+    event.record(&mut fields);
+    let has_request_id = fields.has_request_id;
+    let id = request_id
+        .filter(|_| !has_request_id)
+        .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned());
+    match style {
+        Style::Json => {
+            if let Some(id) = id {
+                line.push_str(",\"request_id\":");
+                push_json_string(line, &id);
+            }
+            line.push_str(",\"target\":");
+            push_json_string(line, meta.target());
+            line.push_str("}\n");
+        }
+        Style::Pretty => {
+            if let Some(id) = id {
+                let _ = write!(line, " request_id={id}");
+            }
+            line.push('\n');
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a request's future with its id set for the log lines it writes. Each poll sets and
+    /// restores a thread-local, which is exact because a future is polled on one thread at a time.
+    pub struct RequestScope<F> {
+        id: HeaderValue,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> RequestScope<F> {
+    pub fn new(id: HeaderValue, inner: F) -> Self {
+        Self { id, inner }
+    }
+}
+
+impl<F: Future> Future for RequestScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let previous = REQUEST_ID.with(|slot| slot.replace(Some(this.id.clone())));
+        let polled = this.inner.poll(cx);
+        REQUEST_ID.with(|slot| *slot.borrow_mut() = previous);
+        polled
+    }
+}
+
+struct FieldWriter<'a> {
+    line: &'a mut String,
+    style: Style,
+    has_request_id: bool,
+}
+
+impl FieldWriter<'_> {
+    fn key(&mut self, field: &Field) {
+        if field.name() == "request_id" {
+            self.has_request_id = true;
+        }
+        match self.style {
+            Style::Json => {
+                self.line.push_str(",\"");
+                self.line.push_str(field.name());
+                self.line.push_str("\":");
+            }
+            Style::Pretty if field.name() == "message" => self.line.push(' '),
+            Style::Pretty => {
+                self.line.push(' ');
+                self.line.push_str(field.name());
+                self.line.push('=');
+            }
+        }
+    }
+
+    fn text(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        match self.style {
+            Style::Json => push_json_string(self.line, value),
+            Style::Pretty if field.name() == "message" => self.line.push_str(value),
+            Style::Pretty if value.is_empty() || value.contains([' ', '"', '=']) => {
+                let _ = write!(self.line, "{value:?}");
+            }
+            Style::Pretty => self.line.push_str(value),
+        }
+    }
+
+    fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
+        self.key(field);
+        let _ = write!(self.line, "{value}");
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.number(field, value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.number(field, value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.number(field, value);
+        } else {
+            self.text(field, &value.to_string());
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.number(field, value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.text(field, &value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.text(field, &format!("{value:?}"));
+    }
+}
+
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// RFC 3339 in UTC with microseconds: `2026-11-22T01:50:10.690452Z`.
+fn write_timestamp(out: &mut String, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, in_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        in_day / 3600,
+        (in_day / 60) % 60,
+        in_day % 60,
+        since.subsec_micros()
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let mut out = String::new();
+        write_timestamp(
+            &mut out,
+            UNIX_EPOCH + Duration::from_micros(1_795_312_210_690_452),
+        );
+        assert_eq!(out, "2026-11-22T01:50:10.690452Z");
+        out.clear();
+        write_timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400));
+        assert_eq!(out, "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\nd\u{1}");
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}");
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(style: Style, emit: impl FnOnce()) -> String {
+        let capture = Capture::default();
+        let writer = BatchWriter::new(Box::new(capture.clone()));
+        let subscriber = tracing_subscriber::registry().with(LogLayer::new(writer.clone(), style));
+        tracing::subscriber::with_default(subscriber, emit);
+        writer.flush();
+        String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_fields_and_the_scoped_request_id() {
+        let text = lines(Style::Json, || {
+            let scoped = RequestScope::new(HeaderValue::from_static("req-7"), async {
+                tracing::warn!(upstream = "app", attempts = 2u64, "upstream \"failed\"");
+            });
+            futures_util::FutureExt::now_or_never(scoped).unwrap();
+            tracing::info!(target: "rampart::access", request_id = "req-8", status = 200u64, "request");
+        });
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["level"], "WARN");
+        assert_eq!(lines[0]["message"], "upstream \"failed\"");
+        assert_eq!(lines[0]["upstream"], "app");
+        assert_eq!(lines[0]["attempts"], 2);
+        assert_eq!(lines[0]["request_id"], "req-7");
+        assert_eq!(lines[1]["request_id"], "req-8");
+        assert_eq!(lines[1]["target"], "rampart::access");
+        assert_eq!(
+            text.matches("request_id").count(),
+            2,
+            "no duplicate ids: {text}"
+        );
+    }
+
+    #[test]
+    fn pretty_lines_are_readable() {
+        let text = lines(Style::Pretty, || {
+            tracing::info!(route = "api", path = "/a b", "request")
+        });
+        assert!(text.contains(" INFO "), "{text}");
+        assert!(text.contains("request route=api path=\"/a b\""), "{text}");
+    }
+}
