@@ -3,7 +3,6 @@
 //! Names follow Prometheus conventions (prefix `rampart_`, base units, counters end in `_total`);
 //! labels are bounded (route and upstream names from config, never raw paths or user ids).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -98,7 +97,8 @@ pub struct RouteMetrics {
     route: Arc<str>,
     duration: Histogram,
     response_bytes: Counter,
-    requests: Mutex<HashMap<(&'static str, u16), Counter>>,
+    /// One counter per (method, status) seen; a handful per route, so a list beats a hash map.
+    requests: Mutex<Vec<((&'static str, u16), Counter)>>,
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -114,7 +114,7 @@ impl RouteMetrics {
         Self {
             duration: metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone()),
             response_bytes: metrics::counter!(HTTP_RESPONSE_BYTES_TOTAL, "route" => route.clone()),
-            requests: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
             route,
         }
     }
@@ -132,17 +132,18 @@ impl RouteMetrics {
         let method = method_label(method);
         let key = (method, status.as_u16());
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        requests
-            .entry(key)
-            .or_insert_with(|| {
-                metrics::counter!(
-                    HTTP_REQUESTS_TOTAL,
-                    "route" => self.route.clone(),
-                    "method" => method,
-                    "status" => status.as_u16().to_string(),
-                )
-            })
-            .increment(1);
+        if let Some((_, counter)) = requests.iter().find(|(seen, _)| *seen == key) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            HTTP_REQUESTS_TOTAL,
+            "route" => self.route.clone(),
+            "method" => method,
+            "status" => status.as_u16().to_string(),
+        );
+        counter.increment(1);
+        requests.push((key, counter));
     }
 }
 

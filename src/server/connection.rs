@@ -123,6 +123,8 @@ async fn drive<I, S>(
             .idle_deadline(idle_timeout)
             .unwrap_or_else(|| std::time::Instant::now() + idle_timeout);
         tokio::select! {
+            // The connection first: it is what wakes this task nearly every time.
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
