@@ -651,3 +651,68 @@ async fn idle_and_slow_connections_are_closed() {
         "{waited:?}"
     );
 }
+
+/// An upstream that counts the connections it accepts and closes idle keep-alive connections
+/// after `idle_close`.
+async fn counting_upstream(
+    idle_close: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(idle_close)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = connection.await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_stale_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = counting_upstream(Duration::from_millis(150)).await;
+    let running = start(
+        &format!("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n{SIMPLE}"),
+        upstream,
+    )
+    .await;
+    let client = client();
+    for _ in 0..50 {
+        let response = client.get(url(&running, "/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "50 sequential requests share one upstream connection"
+    );
+
+    // The upstream closes idle connections after 150 ms; requests after longer pauses still
+    // succeed on a fresh connection.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let response = client.get(url(&running, "/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}

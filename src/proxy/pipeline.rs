@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
+use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -33,7 +34,7 @@ use super::forwarded;
 use super::headers::remove_hop_by_hop;
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::{Route, Router, request_host};
-use super::upstream::Upstream;
+use super::upstream::{SendError, Upstream};
 use crate::config::Config;
 use crate::observe::access::{AccessLog, Exchange, RequestRecord};
 use crate::observe::log_layer::RequestScope;
@@ -157,7 +158,7 @@ impl Pipeline {
     async fn forward(
         &self,
         route: &Route,
-        upstream: &Upstream,
+        upstream: &Arc<Upstream>,
         request: Request<Incoming>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
@@ -170,7 +171,14 @@ impl Pipeline {
                 limit: self.max_body_bytes,
             });
         }
-        self.prepare_upstream_head(&mut parts, route, upstream, conn, request_id)?;
+        let target = upstream.pick();
+        self.prepare_upstream_head(
+            &mut parts,
+            route,
+            &upstream.targets[target],
+            conn,
+            request_id,
+        )?;
         let limited = Limited::new(body, self.max_body_bytes as usize);
         let body = match tokio::time::timeout_at(deadline, buffer_if_small(limited, declared)).await
         {
@@ -187,9 +195,7 @@ impl Pipeline {
         let started = Instant::now();
         let sent = tokio::time::timeout_at(
             deadline,
-            upstream
-                .client_for_this_worker()
-                .request(Request::from_parts(parts, body)),
+            upstream.send(target, Request::from_parts(parts, body)),
         )
         .await;
         upstream.duration.record(started.elapsed().as_secs_f64());
@@ -228,13 +234,14 @@ impl Pipeline {
         Ok(Response::from_parts(parts, body))
     }
 
-    /// Turns the client's request head into the upstream's: target URI and rewritten path,
-    /// hop-by-hop headers out, `X-Forwarded-*` and the request id in, `Host` per the route.
+    /// Turns the client's request head into the upstream's: origin-form URI with the rewritten
+    /// path, hop-by-hop headers out, `X-Forwarded-*` and the request id in, and `Host` the
+    /// target's authority (or the client's, when the route preserves it).
     fn prepare_upstream_head(
         &self,
         parts: &mut http::request::Parts,
         route: &Route,
-        upstream: &Upstream,
+        target: &Authority,
         conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<(), ProxyError> {
@@ -252,11 +259,7 @@ impl Pipeline {
             Some(query) => format!("{path}?{query}"),
             None => path,
         };
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(upstream.pick().clone())
-            .path_and_query(path_and_query)
-            .build()
+        parts.uri = Uri::try_from(path_and_query)
             .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
         parts.version = Version::HTTP_11;
 
@@ -271,14 +274,12 @@ impl Pipeline {
             forwarded_host,
         );
         parts.headers.insert(&X_REQUEST_ID, request_id.clone());
-        match (route.config.preserve_host, original_host) {
-            (true, Some(original)) => {
-                parts.headers.insert(header::HOST, original);
-            }
-            _ => {
-                parts.headers.remove(header::HOST);
-            }
-        }
+        let host = match (route.config.preserve_host, original_host) {
+            (true, Some(original)) => original,
+            _ => HeaderValue::from_str(target.as_str())
+                .expect("an authority is a valid header value"),
+        };
+        parts.headers.insert(header::HOST, host);
         Ok(())
     }
 }
@@ -290,23 +291,22 @@ fn upstream_failure(upstream: &Upstream, kind: &'static str, error: ProxyError) 
     error
 }
 
-/// Sorts a client error into unreachable (nothing sent), body too large, or a protocol failure.
-fn classify(
-    upstream: &Upstream,
-    error: hyper_util::client::legacy::Error,
-    limit: u64,
-) -> ProxyError {
+/// Sorts a send error into unreachable (nothing sent), body too large, or a protocol failure.
+fn classify(upstream: &Upstream, error: SendError, limit: u64) -> ProxyError {
     let name = upstream.name.to_string();
-    if error.is_connect() {
-        return upstream_failure(
-            upstream,
-            "connect",
-            ProxyError::UpstreamUnreachable {
-                upstream: name,
-                source: Box::new(error),
-            },
-        );
-    }
+    let error = match error {
+        SendError::Connect { .. } => {
+            return upstream_failure(
+                upstream,
+                "connect",
+                ProxyError::UpstreamUnreachable {
+                    upstream: name,
+                    source: Box::new(error),
+                },
+            );
+        }
+        SendError::Http(error) => error,
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
         if cause.is::<http_body_util::LengthLimitError>() {
