@@ -74,16 +74,18 @@ impl Completion for Exchange {
             record.uri.query(),
             &access_log.redact_query_keys,
         );
+        let mut ip_buffer = [0u8; 48];
+        let client_ip = format_ip(record.client_ip, &mut ip_buffer);
         tracing::info!(
             target: "rampart::access",
             request_id = record.request_id.to_str().unwrap_or_default(),
             route = record.route.as_deref(),
             method = record.method.as_str(),
-            path = path,
+            path = &*path,
             status = status.as_u16(),
             duration_ms = (elapsed.as_micros() as f64) / 1000.0,
             upstream = record.upstream.as_deref(),
-            client_ip = %record.client_ip,
+            client_ip,
             user = record.user.as_deref(),
             bytes = bytes_sent,
             cache = record.cache,
@@ -93,4 +95,13 @@ impl Completion for Exchange {
             "request"
         );
     }
+}
+
+/// Writes `ip` into `buffer` without allocating.
+fn format_ip(ip: IpAddr, buffer: &mut [u8; 48]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let _ = write!(cursor, "{ip}");
+    let written = cursor.position() as usize;
+    std::str::from_utf8(&buffer[..written]).unwrap_or_default()
 }

@@ -1,11 +1,17 @@
 //! Redaction for logs: query values of sensitive keys become `[REDACTED]`. Headers are never
 //! logged at all, so `Authorization` and `Cookie` cannot leak through the access log.
 
+use std::borrow::Cow;
+
 /// `path?query` with the values of `sensitive` keys (lower-case, compared case-insensitively)
 /// replaced.
-pub fn redact_path_and_query(path: &str, query: Option<&str>, sensitive: &[String]) -> String {
+pub fn redact_path_and_query<'a>(
+    path: &'a str,
+    query: Option<&str>,
+    sensitive: &[String],
+) -> Cow<'a, str> {
     let Some(query) = query else {
-        return path.to_owned();
+        return Cow::Borrowed(path);
     };
     let mut out = String::with_capacity(path.len() + 1 + query.len());
     out.push_str(path);
@@ -28,11 +34,15 @@ pub fn redact_path_and_query(path: &str, query: Option<&str>, sensitive: &[Strin
             }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 fn is_sensitive(key: &str, sensitive: &[String]) -> bool {
-    let decoded = key.replace("%5F", "_").replace("%5f", "_");
+    let decoded = if key.contains('%') {
+        Cow::Owned(key.replace("%5F", "_").replace("%5f", "_"))
+    } else {
+        Cow::Borrowed(key)
+    };
     sensitive.iter().any(|s| s.eq_ignore_ascii_case(&decoded))
 }
 
