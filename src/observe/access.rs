@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, Uri};
 
-use super::metrics::{self as m, RouteMetrics};
+use super::metrics::RouteMetrics;
 use super::redact::redact_path_and_query;
 use crate::proxy::body::Completion;
-use crate::proxy::context::ConnActivity;
+use crate::proxy::context::InFlight;
 
 /// Access-log settings shared by every request of one pipeline.
 #[derive(Debug)]
@@ -46,7 +46,8 @@ pub struct Exchange {
     pub record: RequestRecord,
     pub status: StatusCode,
     pub access_log: Arc<AccessLog>,
-    pub activity: Arc<ConnActivity>,
+    /// Released when the exchange completes.
+    pub in_flight: InFlight,
     /// Where requests that matched no route are counted.
     pub no_route_metrics: Arc<RouteMetrics>,
 }
@@ -57,12 +58,11 @@ impl Completion for Exchange {
             record,
             status,
             access_log,
-            activity,
+            in_flight,
             no_route_metrics,
         } = *self;
         let elapsed = record.started.elapsed();
-        activity.request_done();
-        m::in_flight().decrement(1.0);
+        drop(in_flight);
         let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
         route_metrics.finished(&record.method, status, elapsed, bytes_sent);
 

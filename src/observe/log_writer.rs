@@ -20,8 +20,11 @@ struct Shared {
 }
 
 impl Shared {
-    /// Writes out whatever is buffered. The buffer lock is held only to swap the buffer.
+    /// Writes out whatever is buffered, and returns only once it (and any batch another thread
+    /// was writing) is out. The sink lock is taken first so a concurrent flush cannot be
+    /// overtaken; the buffer lock is held only to swap the buffer, so writers never wait on I/O.
     fn flush(&self) {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         let pending = {
             let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
             if buffer.is_empty() {
@@ -29,7 +32,6 @@ impl Shared {
             }
             std::mem::replace(&mut *buffer, Vec::with_capacity(FLUSH_AT_BYTES * 2))
         };
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         let _ = sink.write_all(&pending);
         let _ = sink.flush();
     }

@@ -51,3 +51,25 @@ impl ConnActivity {
         Some(self.opened + last + idle_timeout)
     }
 }
+
+/// One request in flight on a connection: counted on creation, uncounted when dropped — whether
+/// the response body ended or the client went away before the response head.
+#[derive(Debug)]
+pub struct InFlight {
+    activity: std::sync::Arc<ConnActivity>,
+}
+
+impl InFlight {
+    pub fn start(activity: std::sync::Arc<ConnActivity>) -> Self {
+        activity.request_started();
+        crate::observe::metrics::in_flight().increment(1.0);
+        Self { activity }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.activity.request_done();
+        crate::observe::metrics::in_flight().decrement(1.0);
+    }
+}

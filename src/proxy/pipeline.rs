@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use super::body::{ObservedBody, ResponseBody, buffer_if_small, declared_length};
-use super::context::ConnInfo;
+use super::context::{ConnInfo, InFlight};
 use super::error::ProxyError;
 use super::forwarded;
 use super::headers::remove_hop_by_hop;
@@ -82,8 +82,7 @@ impl Pipeline {
         request: Request<Incoming>,
         conn: &ConnInfo,
     ) -> Response<ObservedBody> {
-        conn.activity.request_started();
-        m::in_flight().increment(1.0);
+        let in_flight = InFlight::start(conn.activity.clone());
 
         // 2. Request id: kept when well-formed, generated otherwise.
         let request_id = request_id::resolve(request.headers());
@@ -117,7 +116,7 @@ impl Pipeline {
             status: response.status(),
             record,
             access_log: self.access_log.clone(),
-            activity: conn.activity.clone(),
+            in_flight,
             no_route_metrics: self.no_route_metrics.clone(),
         };
         response.map(|body| ObservedBody::new(body, Box::new(exchange)))
