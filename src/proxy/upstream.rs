@@ -194,6 +194,7 @@ impl Upstream {
                 .map_err(|error| failed(error.into()))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| failed(error.into()))?;
