@@ -24,32 +24,12 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         .boxed_unsync()
 }
 
-/// Bodies whose declared length is at most this are read whole before they are forwarded, so that
-/// head and body leave in one write (like nginx's proxy buffers); larger or unsized bodies
-/// (server-sent events, downloads) stream frame by frame.
-pub const BUFFER_SMALL_BODIES: u64 = 64 * 1024;
-
 /// The declared `Content-Length`, if any.
 pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-/// Reads `body` whole when `declared` is small, otherwise passes it on as a stream.
-pub async fn buffer_if_small<B>(body: B, declared: Option<u64>) -> Result<ResponseBody, BoxError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    match declared {
-        Some(length) if length <= BUFFER_SMALL_BODIES => {
-            let collected = body.collect().await.map_err(Into::into)?;
-            Ok(full(collected.to_bytes()))
-        }
-        _ => Ok(body.map_err(Into::into).boxed_unsync()),
-    }
 }
 
 /// Called once when a response body ends: bytes sent, and whether it ran to its end.

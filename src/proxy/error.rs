@@ -20,8 +20,6 @@ pub enum ProxyError {
     NoRoute,
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
-    #[error("the client did not send its body in time")]
-    RequestTimeout,
     #[error("request is malformed: {0}")]
     BadRequest(&'static str),
     #[error("upstream {upstream} unreachable: {source}")]
@@ -46,7 +44,6 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -60,7 +57,6 @@ impl ProxyError {
             Self::NoRoute => "not_found",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::BadRequest(_) => "bad_request",
-            Self::RequestTimeout => "request_timeout",
             Self::UpstreamUnreachable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamProtocol { .. } => "bad_gateway",
@@ -69,10 +65,7 @@ impl ProxyError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            Self::NoRoute
-            | Self::BodyTooLarge { .. }
-            | Self::BadRequest(_)
-            | Self::RequestTimeout => Fault::Client,
+            Self::NoRoute | Self::BodyTooLarge { .. } | Self::BadRequest(_) => Fault::Client,
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. } => Fault::Upstream,
@@ -95,7 +88,6 @@ impl ProxyError {
                 format!("request body exceeds the limit of {limit} bytes")
             }
             Self::BadRequest(why) => (*why).into(),
-            Self::RequestTimeout => "the request body was not received in time".into(),
             Self::UpstreamUnreachable { .. } => "the upstream service is unavailable".into(),
             Self::UpstreamTimeout { .. } => "the upstream service did not respond in time".into(),
             Self::UpstreamProtocol { .. } => "the upstream service sent an invalid response".into(),

@@ -23,11 +23,11 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
-use super::body::{ObservedBody, ResponseBody, buffer_if_small, declared_length};
+use super::body::{BoxError, ObservedBody, ResponseBody, declared_length};
 use super::context::{ConnInfo, InFlight};
 use super::error::ProxyError;
 use super::forwarded;
@@ -151,9 +151,8 @@ impl Pipeline {
         Ok(response)
     }
 
-    /// Sends the request to one of `upstream`'s targets and returns its response. Small bodies
-    /// (declared ≤ 64 KiB) are read whole first so each side gets one write; others stream. The
-    /// route's timeout bounds everything up to the response head (and a small response's body).
+    /// Sends the request to one of `upstream`'s targets and returns its response. Bodies stream
+    /// both ways, frame by frame; the route's timeout bounds the wait for the response head.
     async fn forward(
         &self,
         route: &Route,
@@ -162,10 +161,8 @@ impl Pipeline {
         conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let deadline = tokio::time::Instant::now() + route.config.timeout;
         let (mut parts, body) = request.into_parts();
-        let declared = declared_length(&parts.headers);
-        if declared.is_some_and(|length| length > self.max_body_bytes) {
+        if declared_length(&parts.headers).is_some_and(|length| length > self.max_body_bytes) {
             return Err(ProxyError::BodyTooLarge {
                 limit: self.max_body_bytes,
             });
@@ -178,59 +175,38 @@ impl Pipeline {
             conn,
             request_id,
         )?;
-        let limited = Limited::new(body, self.max_body_bytes as usize);
-        let body = match tokio::time::timeout_at(deadline, buffer_if_small(limited, declared)).await
-        {
-            Err(_) => return Err(ProxyError::RequestTimeout),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err(ProxyError::BodyTooLarge {
-                    limit: self.max_body_bytes,
-                });
-            }
-            Ok(Err(_)) => return Err(ProxyError::BadRequest("the request body could not be read")),
-            Ok(Ok(body)) => body,
-        };
+        // A streamed body that outgrows the limit fails the exchange; `classify` makes it a 413.
+        let body = Limited::new(body, self.max_body_bytes as usize)
+            .map_err(BoxError::from)
+            .boxed_unsync();
 
         let started = Instant::now();
-        let sent = tokio::time::timeout_at(
-            deadline,
+        let sent = tokio::time::timeout(
+            route.config.timeout,
             upstream.send(target, Request::from_parts(parts, body)),
         )
         .await;
         upstream.duration.record(started.elapsed().as_secs_f64());
-        let timed_out = || {
-            upstream_failure(
-                upstream,
-                "timeout",
-                ProxyError::UpstreamTimeout {
-                    upstream: upstream.name.to_string(),
-                    timeout_ms: route.config.timeout.as_millis(),
-                },
-            )
-        };
         let response = match sent {
-            Err(_) => return Err(timed_out()),
+            Err(_) => {
+                return Err(upstream_failure(
+                    upstream,
+                    "timeout",
+                    ProxyError::UpstreamTimeout {
+                        upstream: upstream.name.to_string(),
+                        timeout_ms: route.config.timeout.as_millis(),
+                    },
+                ));
+            }
             Ok(Err(error)) => return Err(classify(upstream, error, self.max_body_bytes)),
             Ok(Ok(response)) => response,
         };
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        let declared = declared_length(&parts.headers);
-        let body = match tokio::time::timeout_at(deadline, buffer_if_small(body, declared)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(error)) => {
-                return Err(upstream_failure(
-                    upstream,
-                    "protocol",
-                    ProxyError::UpstreamProtocol {
-                        upstream: upstream.name.to_string(),
-                        source: error,
-                    },
-                ));
-            }
-            Ok(Ok(body)) => body,
-        };
-        Ok(Response::from_parts(parts, body))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ))
     }
 
     /// Turns the client's request head into the upstream's: origin-form URI with the rewritten
