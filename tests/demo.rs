@@ -39,14 +39,7 @@ async fn demo_serves_the_app_through_rampart() {
     assert!(items.bytes().await.unwrap().len() > 1024);
 
     // `/app/...` is routed with its prefix stripped: the app sees `/stats`.
-    let stats: Value = client
-        .get(format!("{base}/app/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&client, &format!("{base}/app/stats")).await;
     assert_eq!(stats["paths"]["/api/items"], 1, "{stats}");
 
     let login = client
@@ -57,14 +50,7 @@ async fn demo_serves_the_app_through_rampart() {
         .unwrap();
     assert_eq!(login.status(), 200);
 
-    let health: Value = client
-        .get(format!("http://127.0.0.1:{admin}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&client, &format!("http://127.0.0.1:{admin}/health")).await;
     assert_eq!(health["status"], "healthy");
 
     send_signal(&child, "INT");
@@ -104,14 +90,7 @@ async fn app_only_runs_the_demo_app_alone() {
         Duration::from_secs(15),
     )
     .await;
-    let item: Value = client()
-        .get(format!("http://127.0.0.1:{app}/api/items/1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let item: Value = get_json(&client(), &format!("http://127.0.0.1:{app}/api/items/1")).await;
     assert_eq!(item["id"], 1);
     let _ = child.kill();
     let _ = child.wait();

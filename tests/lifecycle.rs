@@ -267,14 +267,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         status(&ready_url).await == 503
     })
     .await;
-    let body: serde_json::Value = client()
-        .get(&ready_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = get_json(&client(), &ready_url).await;
     assert!(body["reasons"][0].as_str().unwrap().contains("draining"));
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)

@@ -64,14 +64,7 @@ upstream = "app"
     assert_eq!(stripped["path"], "/echo/x");
     assert_eq!(stripped["query"], "q=1");
 
-    let legacy: Value = client
-        .get(url(&running, "/legacy"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let legacy: Value = get_json(&client, &url(&running, "/legacy")).await;
     assert_eq!(legacy["id"], 2);
 
     let by_host: Value = client
@@ -434,14 +427,7 @@ async fn http2_prior_knowledge_is_served() {
     let item: Value = response.json().await.unwrap();
     assert_eq!(item["id"], 1);
     // Host comes from :authority on HTTP/2.
-    let seen: Value = client
-        .get(url(&running, "/echo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = get_json(&client, &url(&running, "/echo")).await;
     assert_eq!(
         seen["headers"]["x-forwarded-host"],
         running.http_addrs[0].to_string()

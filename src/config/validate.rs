@@ -225,15 +225,7 @@ fn validate_upstreams(
     for (i, section) in sections.iter().enumerate() {
         let path = root.key("upstream").index(i);
         check_name(&section.name, &path.key("name"), problems);
-        if let Some(first) = names.insert(&section.name, i) {
-            problems.push((
-                path.key("name"),
-                format!(
-                    "duplicate upstream name `{}` (first defined at upstream[{first}])",
-                    section.name
-                ),
-            ));
-        }
+        check_unique(&mut names, &section.name, i, "upstream", &path, problems);
         if section.targets.is_empty() {
             problems.push((
                 path.key("targets"),
@@ -262,6 +254,23 @@ fn validate_upstreams(
     upstreams
 }
 
+/// Records `name` as defined at `kind[index]`, reporting it if an earlier entry took it.
+fn check_unique<'a>(
+    names: &mut HashMap<&'a str, usize>,
+    name: &'a str,
+    index: usize,
+    kind: &str,
+    path: &KeyPath,
+    problems: &mut Problems,
+) {
+    if let Some(first) = names.insert(name, index) {
+        problems.push((
+            path.key("name"),
+            format!("duplicate {kind} name `{name}` (first defined at {kind}[{first}])"),
+        ));
+    }
+}
+
 fn check_name(name: &str, path: &KeyPath, problems: &mut Problems) {
     let valid = !name.is_empty()
         && name.len() <= 64
@@ -282,15 +291,7 @@ fn validate_routes(file: &FileConfig, root: &KeyPath, problems: &mut Problems) -
     for (i, section) in file.routes.iter().enumerate() {
         let path = root.key("route").index(i);
         check_name(&section.name, &path.key("name"), problems);
-        if let Some(first) = names.insert(&section.name, i) {
-            problems.push((
-                path.key("name"),
-                format!(
-                    "duplicate route name `{}` (first defined at route[{first}])",
-                    section.name
-                ),
-            ));
-        }
+        check_unique(&mut names, &section.name, i, "route", &path, problems);
         let Some(route) = resolve_route(file, section, &path, problems) else {
             continue;
         };

@@ -65,6 +65,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GETs `url` and parses its JSON body (any status).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        .json()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: not JSON: {error}"))
+}
+
 /// A config routing everything to `{app}`.
 pub const SIMPLE: &str = r#"
 [[upstream]]
