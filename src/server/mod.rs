@@ -166,9 +166,10 @@ impl Running {
             || old.admin.listen != config.admin.listen
             || old.server.tls.as_ref().map(|t| &t.listen)
                 != config.server.tls.as_ref().map(|t| &t.listen)
+            || old.server.workers != config.server.workers
         {
             tracing::warn!(
-                "listen addresses changed: they take effect on restart; the rest is reloaded"
+                "listen addresses or workers changed: they take effect on restart; the rest is reloaded"
             );
         }
         self.shared.pipeline.store(Arc::new(Pipeline::new(config)));
