@@ -144,6 +144,14 @@ def main() -> int:
             errors = sum(r["socket_errors"] + r["non_2xx_3xx"] for r in rs)
             if errors:
                 problems.append(f"{scen}/{target}/c{conns}: {errors} socket errors / non-2xx responses")
+            rps_rounds = [r["rps"] for r in good]
+            if len(rps_rounds) >= 2 and median(rps_rounds):
+                spread = (max(rps_rounds) - min(rps_rounds)) / median(rps_rounds)
+                if spread > 0.25:
+                    problems.append(
+                        f"{scen}/{target}/c{conns}: req/s varied {spread:.0%} across rounds "
+                        "(the machine was disturbed); trust the per-round ratios, or run again"
+                    )
             rows.append(
                 {
                     "target": target,
@@ -156,6 +164,17 @@ def main() -> int:
                 }
             )
         for row in rows:
+            # Rounds alternate targets, so a round's ratio compares runs made moments apart.
+            nginx_row = next(
+                (r for r in rows if r["target"] == "nginx" and r["conns"] == row["conns"]), None
+            )
+            if nginx_row is not None:
+                paired = [
+                    round(mine["rps"] / theirs["rps"], 3)
+                    for mine, theirs in zip(row["rounds"], nginx_row["rounds"])
+                    if mine["ok"] and theirs["ok"] and theirs["rps"]
+                ]
+                row["per_round_ratio_to_nginx"] = paired
             for ref in ("nginx", "direct"):
                 base = next(
                     (r["rps"] for r in rows if r["target"] == ref and r["conns"] == row["conns"]), None
@@ -216,6 +235,14 @@ def main() -> int:
                 return "?" if v is None else f"{v / 1024:.1f} MiB"
 
             print(f"rampart RSS: idle {mib(rp['idle_rss_kib'])}, peak (VmHWM) {mib(rp['peak_rss_kib'])}")
+            for row in data["results"]:
+                paired = row.get("per_round_ratio_to_nginx")
+                if row["target"] == "rampart" and paired:
+                    listed = ", ".join(f"{p:.2f}" for p in paired)
+                    print(
+                        f"rampart/nginx per round (c={row['conns']}): {listed} "
+                        f"(median {median(paired):.2f})"
+                    )
             if rp["died_during_run"]:
                 print("rampart: DIED during the run")
         if data["access_log_lines"]:
