@@ -6,14 +6,6 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{ResponseBody, full};
 
-/// Who is at fault, for metrics and for retry decisions in later stages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    Client,
-    Upstream,
-    Internal,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches the request")]
@@ -61,23 +53,6 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamProtocol { .. } => "bad_gateway",
         }
-    }
-
-    pub fn fault(&self) -> Fault {
-        match self {
-            Self::NoRoute | Self::BodyTooLarge { .. } | Self::BadRequest(_) => Fault::Client,
-            Self::UpstreamUnreachable { .. }
-            | Self::UpstreamTimeout { .. }
-            | Self::UpstreamProtocol { .. } => Fault::Upstream,
-        }
-    }
-
-    /// Whether the request may be sent again (nothing reached the upstream, or it timed out).
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. }
-        )
     }
 
     /// What the client is told: no addresses, no upstream messages.

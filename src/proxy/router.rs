@@ -51,10 +51,6 @@ impl Router {
                     .is_none_or(|methods| methods.contains(method))
         })
     }
-
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
-    }
 }
 
 /// The request's host from `Host` or the URI authority: lower-case, port removed.
