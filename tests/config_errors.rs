@@ -239,3 +239,42 @@ fn a_valid_config_prints_the_route_table() {
         "{app_row}"
     );
 }
+
+#[test]
+fn unusable_tls_files_are_refused_with_the_key_that_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = |cert: &str, key: &str| {
+        format!(
+            "[server]\nlisten = []\n[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"{cert}\"\nkey = \"{key}\"\n{UPSTREAM}"
+        )
+    };
+    // Missing certificate file, resolved relative to the config file's folder.
+    let (missing, path, _dir) = check("tls.toml", &tls("missing.pem", "missing-key.pem"), &[]);
+    assert_eq!(missing.code, 1);
+    let expected = format!(
+        "tls.toml:5:1: server.tls.cert: cannot read a PEM certificate chain from {}",
+        path.parent().unwrap().join("missing.pem").display()
+    );
+    assert!(missing.stderr.contains(&expected), "{}", missing.stderr);
+
+    // A certificate whose key belongs to another certificate.
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let second = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, first.cert.pem()).unwrap();
+    std::fs::write(&key, second.signing_key.serialize_pem()).unwrap();
+    let (mismatched, _, _dir2) = check(
+        "tls-pair.toml",
+        &tls(&cert.display().to_string(), &key.display().to_string()),
+        &[],
+    );
+    assert_eq!(mismatched.code, 1);
+    assert!(
+        mismatched.stderr.contains(
+            "tls-pair.toml:6:1: server.tls.key: certificate and key do not form a usable pair"
+        ),
+        "{}",
+        mismatched.stderr
+    );
+}
