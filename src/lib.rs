@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod observe;
 pub mod proxy;
+pub mod security;
 pub mod server;
 
 /// The example config `rampart demo` runs when no `--config` is given.

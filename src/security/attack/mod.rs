@@ -1,0 +1,1 @@
+//! Attack-pattern detection (SQL injection, XSS, path traversal, command injection, scanners).

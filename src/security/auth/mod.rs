@@ -1,0 +1,1 @@
+//! Authentication: JWT bearer tokens (secrets, PEM keys, JWKS) and API keys.
