@@ -4,3 +4,4 @@
 
 pub mod attack;
 pub mod auth;
+pub mod validation;

@@ -1,0 +1,1 @@
+//! Request validation: JSON Schema for request bodies and query parameters.
