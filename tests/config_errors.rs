@@ -54,7 +54,7 @@ fn unknown_key_is_named_with_its_position_and_the_allowed_keys() {
         "unknown.toml",
         &format!("[server]\nlisten = [\"127.0.0.1:8080\"]\nlisten_adress = \"x\"\n{UPSTREAM}"),
         &[
-            "3:1: server.listen_adress: unknown field `listen_adress`, expected one of `listen`, `workers`, `tls`, `header_read_timeout`, `request_timeout`, `idle_timeout`, `max_header_bytes`, `max_body_bytes`, `trusted_proxies`, `drain_timeout`",
+            "3:1: server.listen_adress: unknown field `listen_adress`, expected one of `listen`, `workers`, `tls`, `header_read_timeout`, `request_timeout`, `idle_timeout`, `max_header_bytes`, `max_body_bytes`, `trusted_proxies`, `drain_timeout`, `max_headers`, `max_uri_bytes`, `min_body_rate`, `body_rate_grace`, `https_redirect`",
         ],
     );
 }

@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::units::{ByteSize, deserialize_duration, deserialize_opt_duration};
+use crate::security::blocklist::BlockingSettings;
+use crate::security::cors::CorsSettings;
+use crate::security::headers::HeadersSettings;
+use crate::security::ip_rules::IpRulesSettings;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +27,14 @@ pub struct FileConfig {
     pub upstreams: Vec<UpstreamSection>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
+    /// Security headers for every response; routes override field by field.
+    pub security_headers: Option<HeadersSettings>,
+    /// CORS for every route that does not set its own.
+    pub cors: Option<CorsSettings>,
+    /// IP allow and deny lists for every route that does not set its own.
+    pub ip_rules: Option<IpRulesSettings>,
+    /// Progressive blocking of addresses that keep violating.
+    pub blocking: Option<BlockingSettings>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.
@@ -53,6 +65,31 @@ pub struct ServerSection {
     /// On SIGTERM/SIGINT, how long in-flight requests get to finish.
     #[serde(deserialize_with = "deserialize_duration")]
     pub drain_timeout: Duration,
+    /// Most header fields in a request; more get 431.
+    pub max_headers: usize,
+    /// Longest request target (path and query); longer gets 414.
+    pub max_uri_bytes: ByteSize,
+    /// Slowest acceptable request-body upload, in bytes per second after `body_rate_grace`;
+    /// slower clients get 408 and are disconnected. 0 turns the check off.
+    pub min_body_rate: ByteSize,
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub body_rate_grace: Duration,
+    /// A plain-HTTP listener that redirects every request to HTTPS.
+    pub https_redirect: Option<HttpsRedirectSection>,
+}
+
+/// `[server.https_redirect]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsRedirectSection {
+    pub listen: Vec<String>,
+    /// The HTTPS port to send clients to; 443 is left out of the URL.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+}
+
+fn default_https_port() -> u16 {
+    443
 }
 
 impl Default for ServerSection {
@@ -68,6 +105,11 @@ impl Default for ServerSection {
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_uri_bytes: ByteSize(8 * 1024),
+            min_body_rate: ByteSize(1024),
+            body_rate_grace: Duration::from_secs(10),
+            https_redirect: None,
         }
     }
 }
@@ -188,4 +230,32 @@ pub struct RouteSection {
     /// Time allowed for the upstream's response head; `server.request_timeout` when absent.
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub timeout: Option<Duration>,
+    /// Largest request body for this route; `server.max_body_bytes` when absent.
+    pub max_body_bytes: Option<ByteSize>,
+    /// Overrides of the top-level `[security_headers]`, field by field.
+    pub security_headers: Option<HeadersSettings>,
+    /// This route's CORS policy instead of the top-level `[cors]`.
+    pub cors: Option<CorsSettings>,
+    /// This route's IP lists instead of the top-level `[ip_rules]`.
+    pub ip_rules: Option<IpRulesSettings>,
+    /// Require a same-site `Origin`/`Referer` on state-changing requests (cookie sessions).
+    #[serde(default)]
+    pub csrf: bool,
+    /// JSON Schemas for the body and query, per method.
+    #[serde(default, rename = "validate")]
+    pub validations: Vec<ValidateSection>,
+}
+
+/// `[[route.validate]]`: schemas checked before the request goes upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateSection {
+    /// Methods this applies to; every method when absent.
+    pub methods: Option<Vec<String>>,
+    /// Inline JSON Schema (written as a TOML table) or `body_schema_file` (JSON, relative to
+    /// the config file).
+    pub body_schema: Option<serde_json::Value>,
+    pub body_schema_file: Option<String>,
+    pub query_schema: Option<serde_json::Value>,
+    pub query_schema_file: Option<String>,
 }

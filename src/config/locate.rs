@@ -31,6 +31,22 @@ impl KeyPath {
         next.0.push(Segment::Index(index));
         next
     }
+    /// Appends a relative path written as `a.b[2].c` (as module-level settings report it).
+    pub fn join(&self, relative: &str) -> Self {
+        let mut next = self.clone();
+        for part in relative.split('.').filter(|p| !p.is_empty()) {
+            let (key, indices) = part.split_once('[').map_or((part, ""), |(k, rest)| (k, rest));
+            if !key.is_empty() {
+                next.0.push(Segment::Key(key.to_owned()));
+            }
+            for index in indices.split('[') {
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    next.0.push(Segment::Index(i));
+                }
+            }
+        }
+        next
+    }
 }
 
 impl fmt::Display for KeyPath {

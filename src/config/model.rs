@@ -10,6 +10,11 @@ use http::Method;
 use ipnet::IpNet;
 
 pub use super::file::LogFormat;
+use crate::security::blocklist::BlockingSettings;
+use crate::security::cors::CorsPolicy;
+use crate::security::headers::HeaderSet;
+use crate::security::ip_rules::IpRules;
+use crate::security::validation::RequestValidator;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -18,6 +23,10 @@ pub struct Config {
     pub log: LogConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Security headers for responses that match no route.
+    pub default_headers: Arc<HeaderSet>,
+    /// Progressive blocking; `None` when off.
+    pub blocking: Option<BlockingSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +42,18 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub trusted_proxies: Vec<IpNet>,
     pub drain_timeout: Duration,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    /// Bytes per second; 0 when the check is off.
+    pub min_body_rate: u64,
+    pub body_rate_grace: Duration,
+    pub https_redirect: Option<HttpsRedirectConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpsRedirectConfig {
+    pub listen: Vec<SocketAddr>,
+    pub https_port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +100,34 @@ pub struct RouteConfig {
     pub rewrite: Rewrite,
     pub preserve_host: bool,
     pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub security: RouteSecurity,
+}
+
+/// A route's edge-security policies, built once per config.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSecurity {
+    pub headers: Arc<HeaderSet>,
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub ip_rules: Arc<IpRules>,
+    pub csrf: bool,
+    pub validations: Vec<Validation>,
+}
+
+/// Schemas for the requests of some methods of a route.
+#[derive(Clone)]
+pub struct Validation {
+    /// `None` applies to every method.
+    pub methods: Option<Vec<Method>>,
+    pub validator: Arc<RequestValidator>,
+}
+
+impl std::fmt::Debug for Validation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validation")
+            .field("methods", &self.methods)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a route matches the request's host (port and case ignored).

@@ -108,6 +108,15 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
                 .map(|(i, a)| (server_path.key("tls").key("listen").index(i), a)),
         );
     }
+    if let Some(redirect) = &server.https_redirect {
+        listeners.extend(
+            redirect
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (server_path.key("https_redirect").key("listen").index(i), a)),
+        );
+    }
     listeners.push((admin_path.clone(), &file.admin.listen));
     let mut seen: HashMap<SocketAddr, KeyPath> = HashMap::new();
     for (path, text) in listeners {
@@ -132,8 +141,34 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         ));
     }
 
+    let https_redirect = server.https_redirect.as_ref().map(|redirect| {
+        let path = server_path.key("https_redirect");
+        if redirect.listen.is_empty() {
+            problems.push((path.key("listen"), "expected at least one address".into()));
+        }
+        HttpsRedirectConfig {
+            listen: addresses(&redirect.listen, &path.key("listen"), &mut problems),
+            https_port: redirect.https_port,
+        }
+    });
+    if server.max_headers == 0 || server.max_headers > 1000 {
+        problems.push((
+            server_path.key("max_headers"),
+            format!("expected 1 to 1000, got {}", server.max_headers),
+        ));
+    }
+    let max_uri_bytes = server.max_uri_bytes.0;
+    if !(256..=max_header_bytes).contains(&max_uri_bytes) {
+        problems.push((
+            server_path.key("max_uri_bytes"),
+            format!("expected between 256 bytes and max_header_bytes ({max_header_bytes}), got {max_uri_bytes}"),
+        ));
+    }
+
+    super::security::check_top_level(file, &mut problems);
+    let default_headers = super::security::default_headers(file, &mut problems);
     let upstreams = validate_upstreams(&file.upstreams, &root, &mut problems);
-    let routes = validate_routes(file, &root, &mut problems);
+    let routes = validate_routes(file, &root, base_dir, &mut problems);
 
     if !problems.is_empty() {
         return Err(problems);
@@ -150,6 +185,11 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
             max_body_bytes: server.max_body_bytes.0,
             trusted_proxies,
             drain_timeout: server.drain_timeout,
+            max_headers: server.max_headers,
+            max_uri_bytes: max_uri_bytes as usize,
+            min_body_rate: server.min_body_rate.0,
+            body_rate_grace: server.body_rate_grace,
+            https_redirect,
         },
         admin: AdminConfig {
             listen: admin_listen.expect("checked above"),
@@ -167,6 +207,8 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         },
         upstreams,
         routes,
+        default_headers,
+        blocking: file.blocking.clone().filter(|b| b.enabled),
     })
 }
 
@@ -285,14 +327,19 @@ fn check_name(name: &str, path: &KeyPath, problems: &mut Problems) {
     }
 }
 
-fn validate_routes(file: &FileConfig, root: &KeyPath, problems: &mut Problems) -> Vec<RouteConfig> {
+fn validate_routes(
+    file: &FileConfig,
+    root: &KeyPath,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, section) in file.routes.iter().enumerate() {
         let path = root.key("route").index(i);
         check_name(&section.name, &path.key("name"), problems);
         check_unique(&mut names, &section.name, i, "route", &path, problems);
-        let Some(route) = resolve_route(file, section, &path, problems) else {
+        let Some(route) = resolve_route(file, section, &path, base_dir, problems) else {
             continue;
         };
         if let Some((j, earlier)) = routes
@@ -317,9 +364,11 @@ fn resolve_route(
     file: &FileConfig,
     section: &RouteSection,
     path: &KeyPath,
+    base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<RouteConfig> {
     let before = problems.len();
+    let security = super::security::route_security(file, section, path, base_dir, problems);
     let host = section.host.as_ref().and_then(|pattern| {
         let parsed = HostMatch::parse(pattern);
         if parsed.is_none() {
@@ -429,6 +478,10 @@ fn resolve_route(
         rewrite,
         preserve_host: section.preserve_host,
         timeout: section.timeout.unwrap_or(file.server.request_timeout),
+        max_body_bytes: section
+            .max_body_bytes
+            .map_or(file.server.max_body_bytes.0, |b| b.0),
+        security,
     })
 }
 

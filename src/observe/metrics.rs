@@ -20,6 +20,8 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "rampart_upstream_errors_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "rampart_config_reloads_total";
 pub const CONNECTIONS_OPEN: &str = "rampart_connections_open";
 pub const BUILD_INFO: &str = "rampart_build_info";
+pub const SECURITY_EVENTS_TOTAL: &str = "rampart_security_events_total";
+pub const BLOCKED_ADDRESSES: &str = "rampart_blocked_addresses";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -90,6 +92,14 @@ fn describe() {
     );
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open now.");
     describe_gauge!(BUILD_INFO, "Always 1; the version label tells the build.");
+    describe_counter!(
+        SECURITY_EVENTS_TOTAL,
+        "Security events (auth_failed, forbidden, ip_denied, ip_blocked, ip_block_refused, attack_detected, origin_refused), by route and rule."
+    );
+    describe_gauge!(
+        BLOCKED_ADDRESSES,
+        "Client addresses currently blocked by progressive blocking."
+    );
 }
 
 /// A route's request metrics, resolved once when the pipeline is built.

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{ResponseBody, full};
+use crate::security::validation::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -14,6 +15,31 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("request is malformed: {0}")]
     BadRequest(&'static str),
+    #[error("request target longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("request headers too large: {0}")]
+    HeadersTooLarge(&'static str),
+    #[error("request body arrived too slowly")]
+    BodyTooSlow,
+    #[error("authentication failed: {kind}")]
+    Unauthorized {
+        kind: &'static str,
+        message: &'static str,
+        challenge: HeaderValue,
+    },
+    #[error("forbidden: {kind}")]
+    Forbidden {
+        kind: &'static str,
+        message: &'static str,
+    },
+    #[error("client address blocked for {retry_after_secs} s")]
+    Blocked { retry_after_secs: u64 },
+    #[error("request body must be JSON")]
+    UnsupportedMediaType,
+    #[error("request body is not valid JSON: {0}")]
+    MalformedBody(String),
+    #[error("request failed validation")]
+    Invalid(Vec<FieldError>),
     #[error("upstream {upstream} unreachable: {source}")]
     UpstreamUnreachable {
         upstream: String,
@@ -35,7 +61,15 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::MalformedBody(_) | Self::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } | Self::Blocked { .. } => StatusCode::FORBIDDEN,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -49,6 +83,14 @@ impl ProxyError {
             Self::NoRoute => "not_found",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::BadRequest(_) => "bad_request",
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadersTooLarge(_) => "headers_too_large",
+            Self::BodyTooSlow => "request_timeout",
+            Self::Unauthorized { kind, .. } | Self::Forbidden { kind, .. } => kind,
+            Self::Blocked { .. } => "ip_blocked",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MalformedBody(_) => "malformed_body",
+            Self::Invalid(_) => "validation_failed",
             Self::UpstreamUnreachable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamProtocol { .. } => "bad_gateway",
@@ -63,6 +105,20 @@ impl ProxyError {
                 format!("request body exceeds the limit of {limit} bytes")
             }
             Self::BadRequest(why) => (*why).into(),
+            Self::UriTooLong { limit } => {
+                format!("request target exceeds the limit of {limit} bytes")
+            }
+            Self::HeadersTooLarge(why) => (*why).into(),
+            Self::BodyTooSlow => "request body was sent too slowly".into(),
+            Self::Unauthorized { message, .. } | Self::Forbidden { message, .. } => {
+                (*message).into()
+            }
+            Self::Blocked { .. } => {
+                "too many suspicious requests from this address; try again later".into()
+            }
+            Self::UnsupportedMediaType => "request body must be application/json".into(),
+            Self::MalformedBody(why) => format!("request body is not valid JSON: {why}"),
+            Self::Invalid(_) => "request failed validation".into(),
             Self::UpstreamUnreachable { .. } => "the upstream service is unavailable".into(),
             Self::UpstreamTimeout { .. } => "the upstream service did not respond in time".into(),
             Self::UpstreamProtocol { .. } => "the upstream service sent an invalid response".into(),
@@ -70,12 +126,31 @@ impl ProxyError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response<ResponseBody> {
-        error_response(
+        let details = match &self {
+            Self::Invalid(fields) => serde_json::to_value(fields).ok(),
+            _ => None,
+        };
+        let mut response = error_response_with(
             self.status(),
             self.kind(),
             &self.public_message(),
             request_id,
-        )
+            details,
+        );
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized { challenge, .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            Self::Blocked { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::UriTooLong { .. } | Self::HeadersTooLarge(_) | Self::BodyTooSlow => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -86,7 +161,18 @@ pub fn error_response(
     message: &str,
     request_id: &str,
 ) -> Response<ResponseBody> {
-    let body = serde_json::json!({
+    error_response_with(status, kind, message, request_id, None)
+}
+
+/// [`error_response`] with an optional `details` member (validation failures).
+pub fn error_response_with(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    request_id: &str,
+    details: Option<serde_json::Value>,
+) -> Response<ResponseBody> {
+    let mut body = serde_json::json!({
         "error": {
             "code": status.as_u16(),
             "type": kind,
@@ -94,6 +180,9 @@ pub fn error_response(
             "request_id": request_id,
         }
     });
+    if let Some(details) = details {
+        body["error"]["details"] = details;
+    }
     let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let mut response = Response::new(full(bytes));
     *response.status_mut() = status;

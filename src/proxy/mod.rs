@@ -7,6 +7,7 @@ pub mod error;
 pub mod forwarded;
 pub mod headers;
 pub mod pipeline;
+pub mod request_body;
 pub mod request_id;
 pub mod router;
 pub mod upstream;

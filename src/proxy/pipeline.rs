@@ -3,42 +3,57 @@
 //! A [`Pipeline`] is built once from a validated config and then shared read-only by every request;
 //! a reload builds a new one and swaps it in whole. Stages run in the order of DESIGN.md:
 //!
-//! 1. accept/TLS, parse with header and body limits — `server` (before this module)
+//! 1. accept/TLS, parse — `server` (before this module); then the head limits hyper leaves to
+//!    us (URI length → 414, header count and size → 431, answered here as JSON)
 //! 2. request id
-//! 3. route match
-//! 4. IP allow/deny and blocklist — *security issue*
-//! 5. attack-pattern check — *security issue*
-//! 6. CORS preflight — *security issue*
-//! 7. authentication — *security issue*
+//! 3. route match (a CORS preflight matches as the method it announces)
+//! 4. IP allow/deny lists and the progressive blocklist — [`crate::security::ip_rules`],
+//!    [`crate::security::blocklist`]
+//! 5. attack-pattern check — *merged with the attack-filter module*
+//! 6. CORS preflight, and the CSRF origin check for cookie sessions — [`crate::security::cors`],
+//!    [`crate::security::csrf`]
+//! 7. authentication — *merged with the auth module*
 //! 8. rate limits and quotas — *rate-limit issue*
-//! 9. request validation — *security issue*
+//! 9. request validation (JSON Schema for query and body) — [`crate::security::validation`]
 //! 10. cache lookup — *cache issue*
 //! 11. upstream call (balance, breaker, retry, timeout, fallback)
-//! 12. response headers, CORS, compression, cache store
+//! 12. response headers: security headers on every response (errors too), CORS headers
 //! 13. access log and metrics — when the response body ends ([`crate::observe::access`])
+//!
+//! The body streams unless a check must read it (validation, body inspection); then it is read
+//! once, within the route's size limit and the minimum upload rate, and forwarded from memory.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Authority;
-use http::{Request, Response, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
-use super::body::{BoxError, ObservedBody, ResponseBody, declared_length};
+use super::body::{BoxError, ObservedBody, ResponseBody, declared_length, full};
 use super::context::{ConnInfo, InFlight};
 use super::error::ProxyError;
 use super::forwarded;
 use super::headers::remove_hop_by_hop;
+use super::request_body::{BodyFailure, BodyLimits, RequestBody, body_failure};
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::{Route, Router, request_host};
 use super::upstream::{SendError, Upstream};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::observe::access::{AccessLog, Exchange, RequestRecord};
 use crate::observe::log_layer::RequestScope;
 use crate::observe::metrics::{self as m, RouteMetrics};
+use crate::security::blocklist::Blocklist;
+use crate::security::cors::{CorsDecision, PREFLIGHT_STATUS};
+use crate::security::events::{self, SecurityEvent};
+use crate::security::headers::HeaderSet;
+use crate::security::ip_rules::IpVerdict;
+use crate::security::validation::ValidationFailure;
+use crate::security::{csrf, validation};
 
 /// Everything the data path needs, built from one config.
 pub struct Pipeline {
@@ -47,12 +62,21 @@ pub struct Pipeline {
     upstreams: Vec<Arc<Upstream>>,
     access_log: Arc<AccessLog>,
     trusted_proxies: Vec<IpNet>,
-    max_body_bytes: u64,
     no_route_metrics: Arc<RouteMetrics>,
+    default_headers: Arc<HeaderSet>,
+    /// Block state; outlives reloads (the server hands the same one to every pipeline).
+    blocklist: Arc<Blocklist>,
+}
+
+/// What stage 12 needs to finish any response, the pipeline's own errors included.
+#[derive(Default)]
+struct Outgoing {
+    route: Option<Arc<Route>>,
+    cors: Option<HeaderMap>,
 }
 
 impl Pipeline {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, blocklist: Arc<Blocklist>) -> Self {
         let upstreams = config
             .upstreams
             .iter()
@@ -66,8 +90,9 @@ impl Pipeline {
                 redact_query_keys: config.log.redact_query_keys.clone(),
             }),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            max_body_bytes: config.server.max_body_bytes,
             no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
+            default_headers: config.default_headers.clone(),
+            blocklist,
             config: Arc::new(config),
         }
     }
@@ -104,14 +129,37 @@ impl Pipeline {
             limit: None,
             error: None,
         };
-        let outcome =
-            RequestScope::new(request_id.clone(), self.stages(&mut record, request, conn)).await;
+        let mut outgoing = Outgoing::default();
+        let outcome = RequestScope::new(
+            request_id.clone(),
+            self.stages(&mut record, &mut outgoing, request, conn),
+        )
+        .await;
 
         let mut response = outcome.unwrap_or_else(|error| {
             record.error = Some(error.kind());
             error.into_response(request_id.to_str().unwrap_or_default())
         });
-        response.headers_mut().insert(&X_REQUEST_ID, request_id);
+        // 12. Response headers: security headers and CORS on every response, errors included.
+        let headers = response.headers_mut();
+        match &outgoing.route {
+            Some(route) => route.config.security.headers.apply(headers),
+            None => self.default_headers.apply(headers),
+        }
+        if let Some(cors) = outgoing.cors {
+            for (name, value) in cors {
+                match name {
+                    Some(header::VARY) => {
+                        headers.append(header::VARY, value);
+                    }
+                    Some(name) => {
+                        headers.insert(name, value);
+                    }
+                    None => {}
+                }
+            }
+        }
+        headers.insert(&X_REQUEST_ID, request_id);
         let exchange = Exchange {
             status: response.status(),
             record,
@@ -122,51 +170,168 @@ impl Pipeline {
         response.map(|body| ObservedBody::new(body, Box::new(exchange)))
     }
 
-    /// Stages 3–12; any stage may answer early with an error.
+    /// Stages 1 (head limits) and 3–11; any stage may answer early with an error.
     async fn stages(
         &self,
         record: &mut RequestRecord,
+        outgoing: &mut Outgoing,
         request: Request<Incoming>,
         conn: &ConnInfo,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        // 3. Route match.
+        // 1. Head limits that hyper leaves to us.
+        check_head(&request, &self.config.server)?;
+
+        // 3. Route match; a preflight matches as the method it announces.
         let host = request_host(request.uri(), request.headers());
+        let method = preflight_method(&request).unwrap_or_else(|| request.method().clone());
         let route = self
             .router
-            .find(host.as_deref(), request.uri().path(), request.method())
-            .ok_or(ProxyError::NoRoute)?;
+            .find(host.as_deref(), request.uri().path(), &method)
+            .ok_or(ProxyError::NoRoute)?
+            .clone();
         record.route = Some(route.name.clone());
         record.route_metrics = Some(route.metrics.clone());
+        outgoing.route = Some(route.clone());
+        let security = &route.config.security;
 
-        // 4–10 plug in here, in order, as their issues land.
+        // 4. IP allow/deny lists and the blocklist.
+        self.check_address(&route, record.client_ip).await?;
+
+        let (parts, body) = request.into_parts();
+        let limits = self.body_limits(&route);
+        if declared_length(&parts.headers).is_some_and(|length| length > limits.max_bytes) {
+            return Err(ProxyError::BodyTooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        let mut body = RequestBody::Streaming(body);
+        let validations: Vec<_> = security
+            .validations
+            .iter()
+            .filter(|v| v.methods.as_ref().is_none_or(|m| m.contains(&parts.method)))
+            .collect();
+        if validations.iter().any(|v| v.validator.needs_body()) {
+            body = RequestBody::Buffered(read_body(body, limits).await?);
+        }
+
+        // 5. Attack-pattern check: plugs in here with the attack-filter module.
+
+        // 6. CORS: preflights are answered here; other requests get their headers in stage 12.
+        if let Some(cors) = &security.cors {
+            match cors.decide(&parts.method, &parts.headers) {
+                CorsDecision::NotCors | CorsDecision::Disallowed => {}
+                CorsDecision::Allowed(headers) => outgoing.cors = Some(headers),
+                CorsDecision::Preflight(headers) => {
+                    let mut response = Response::new(full(bytes::Bytes::new()));
+                    *response.status_mut() = PREFLIGHT_STATUS;
+                    outgoing.cors = Some(headers);
+                    return Ok(response);
+                }
+                CorsDecision::PreflightRefused(rule) => {
+                    events::emit(SecurityEvent::OriginRefused { rule }, &route.name, record.client_ip);
+                    return Err(ProxyError::Forbidden {
+                        kind: "cors_rejected",
+                        message: "CORS preflight refused for this origin, method or header",
+                    });
+                }
+            }
+        }
+        if security.csrf && csrf::is_state_changing(&parts.method) {
+            let allowed = |origin: &str| security.cors.as_ref().is_some_and(|c| c.allows_origin(origin));
+            if let Err(rule) = csrf::check(&parts.headers, host.as_deref(), allowed) {
+                events::emit(SecurityEvent::OriginRefused { rule: "csrf" }, &route.name, record.client_ip);
+                tracing::debug!(reason = rule, "csrf check failed");
+                return Err(ProxyError::Forbidden {
+                    kind: "csrf_rejected",
+                    message: "cross-site request refused: Origin or Referer is missing or not allowed",
+                });
+            }
+        }
+
+        // 7. Authentication: plugs in here with the auth module.
+        // 8. Rate limits: plug in here with the rate-limit issue.
+
+        // 9. Request validation.
+        for validation in &validations {
+            check_validation(&validation.validator, &parts, &body)?;
+        }
+
+        // 10. Cache lookup: plugs in here with the cache issue.
 
         // 11. Upstream call.
         let upstream = &self.upstreams[route.config.upstream];
         record.upstream = Some(upstream.name.clone());
-        let response = self
-            .forward(route, upstream, request, conn, &record.request_id)
-            .await?;
+        self.forward(&route, upstream, parts, body, limits, conn, &record.request_id)
+            .await
+    }
 
-        // 12. Response headers.
-        Ok(response)
+    /// Stage 4: deny lists (403) and blocks (403 with `Retry-After`); allowlisted addresses pass.
+    async fn check_address(&self, route: &Route, client_ip: IpAddr) -> Result<(), ProxyError> {
+        match route.config.security.ip_rules.check(client_ip) {
+            IpVerdict::Allowlisted => return Ok(()),
+            IpVerdict::Denied => {
+                events::emit(SecurityEvent::IpDenied, &route.name, client_ip);
+                return Err(ProxyError::Forbidden {
+                    kind: "ip_denied",
+                    message: "requests from this address are not allowed",
+                });
+            }
+            IpVerdict::Neutral => {}
+        }
+        if self.config.blocking.is_some()
+            && let Some(left) = self.blocklist.blocked_for(client_ip).await
+        {
+            events::emit(SecurityEvent::IpBlockedRequest, &route.name, client_ip);
+            return Err(ProxyError::Blocked {
+                retry_after_secs: left.as_secs().max(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a violation against `client_ip` (never an allowlisted one) and blocks it when it
+    /// crosses the threshold.
+    pub async fn record_violation(&self, route: &Route, client_ip: IpAddr, reason: &str) {
+        let Some(settings) = &self.config.blocking else {
+            return;
+        };
+        if route.config.security.ip_rules.check(client_ip) == IpVerdict::Allowlisted {
+            return;
+        }
+        if let Some(duration) = self.blocklist.record_violation(client_ip, settings).await {
+            events::emit(
+                SecurityEvent::IpBlocked {
+                    seconds: duration.as_secs(),
+                    reason,
+                },
+                &route.name,
+                client_ip,
+            );
+        }
+    }
+
+    fn body_limits(&self, route: &Route) -> BodyLimits {
+        let server = &self.config.server;
+        BodyLimits {
+            max_bytes: route.config.max_body_bytes,
+            min_rate: server.min_body_rate,
+            grace: server.body_rate_grace,
+        }
     }
 
     /// Sends the request to one of `upstream`'s targets and returns its response. Bodies stream
     /// both ways, frame by frame; the route's timeout bounds the wait for the response head.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         route: &Route,
         upstream: &Arc<Upstream>,
-        request: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        limits: BodyLimits,
         conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        if declared_length(&parts.headers).is_some_and(|length| length > self.max_body_bytes) {
-            return Err(ProxyError::BodyTooLarge {
-                limit: self.max_body_bytes,
-            });
-        }
         let target = upstream.pick();
         self.prepare_upstream_head(
             &mut parts,
@@ -175,10 +340,9 @@ impl Pipeline {
             conn,
             request_id,
         )?;
-        // A streamed body that outgrows the limit fails the exchange; `classify` makes it a 413.
-        let body = Limited::new(body, self.max_body_bytes as usize)
-            .map_err(BoxError::from)
-            .boxed_unsync();
+        // A streamed body that outgrows the limit or stalls fails the exchange; `classify` makes
+        // it a 413 or a 408.
+        let body = body.into_upstream(limits);
 
         let started = Instant::now();
         let sent = tokio::time::timeout(
@@ -198,7 +362,7 @@ impl Pipeline {
                     },
                 ));
             }
-            Ok(Err(error)) => return Err(classify(upstream, error, self.max_body_bytes)),
+            Ok(Err(error)) => return Err(classify(upstream, error, limits.max_bytes)),
             Ok(Ok(response)) => response,
         };
         let (mut parts, body) = response.into_parts();
@@ -282,12 +446,10 @@ fn classify(upstream: &Upstream, error: SendError, limit: u64) -> ProxyError {
         }
         SendError::Http(error) => error,
     };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(cause) = source {
-        if cause.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::BodyTooLarge { limit };
-        }
-        source = cause.source();
+    match body_failure(&error) {
+        Some(BodyFailure::TooLarge) => return ProxyError::BodyTooLarge { limit },
+        Some(BodyFailure::TooSlow) => return ProxyError::BodyTooSlow,
+        None => {}
     }
     upstream_failure(
         upstream,
@@ -297,4 +459,77 @@ fn classify(upstream: &Upstream, error: SendError, limit: u64) -> ProxyError {
             source: Box::new(error),
         },
     )
+}
+
+/// Stage 1: the request-target length (414) and header count and size (431).
+fn check_head<B>(request: &Request<B>, server: &ServerConfig) -> Result<(), ProxyError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target > server.max_uri_bytes {
+        return Err(ProxyError::UriTooLong {
+            limit: server.max_uri_bytes,
+        });
+    }
+    let headers = request.headers();
+    if headers.len() > server.max_headers {
+        return Err(ProxyError::HeadersTooLarge("too many request header fields"));
+    }
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + target;
+    if size > server.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge("request headers are too large"));
+    }
+    Ok(())
+}
+
+/// For a CORS preflight, the method it asks about.
+fn preflight_method<B>(request: &Request<B>) -> Option<Method> {
+    if request.method() != Method::OPTIONS || !request.headers().contains_key(header::ORIGIN) {
+        return None;
+    }
+    let announced = request.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    Method::from_bytes(announced.as_bytes()).ok()
+}
+
+/// Reads the whole body for the checks that need it; size and rate failures become 413 and 408.
+async fn read_body(body: RequestBody, limits: BodyLimits) -> Result<bytes::Bytes, ProxyError> {
+    body.buffer(limits).await.map_err(|error: BoxError| {
+        match body_failure(error.as_ref()) {
+            Some(BodyFailure::TooLarge) => ProxyError::BodyTooLarge {
+                limit: limits.max_bytes,
+            },
+            Some(BodyFailure::TooSlow) => ProxyError::BodyTooSlow,
+            None => ProxyError::BadRequest("the request body could not be read"),
+        }
+    })
+}
+
+/// Stage 9 for one schema set: query first, then the (buffered) body.
+fn check_validation(
+    validator: &validation::RequestValidator,
+    parts: &http::request::Parts,
+    body: &RequestBody,
+) -> Result<(), ProxyError> {
+    let failure = |failure| match failure {
+        ValidationFailure::UnsupportedMediaType => ProxyError::UnsupportedMediaType,
+        ValidationFailure::MalformedJson(why) => ProxyError::MalformedBody(why),
+        ValidationFailure::Invalid(fields) => ProxyError::Invalid(fields),
+    };
+    validator.validate_query(parts.uri.query()).map_err(failure)?;
+    if validator.needs_body() {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let bytes = body.bytes().map(|b| b.as_ref()).unwrap_or_default();
+        validator
+            .validate_body(content_type, bytes)
+            .map_err(failure)?;
+    }
+    Ok(())
 }

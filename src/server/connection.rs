@@ -52,13 +52,16 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
+        // hyper's own limits sit above rampart's, so that the pipeline answers 431 with JSON
+        // for anything between the two; beyond them hyper answers a bare 431.
+        .max_buf_size((settings.max_header_bytes * 2).max(16384))
+        .max_headers(settings.max_headers * 2)
         .keep_alive(true)
         .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_bytes as u32)
+        .max_header_list_size((settings.max_header_bytes * 2) as u32)
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
 

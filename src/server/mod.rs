@@ -32,6 +32,8 @@ pub struct Shared {
     pub started: Instant,
     pub metrics: PrometheusHandle,
     pub health: crate::admin::health::HealthCache,
+    /// Progressive-blocking state; kept across reloads.
+    pub blocklist: Arc<crate::security::blocklist::Blocklist>,
 }
 
 /// A started server: its bound addresses and the means to reload and stop it.
@@ -87,8 +89,10 @@ pub async fn start(config: Config) -> Result<Running, BindError> {
     let http_addrs: Vec<SocketAddr> = bound[..plain_count].iter().map(|b| b.addr).collect();
     let tls_addrs: Vec<SocketAddr> = bound[plain_count..].iter().map(|b| b.addr).collect();
 
+    let blocklist = Arc::new(crate::security::blocklist::Blocklist::memory());
     let shared = Arc::new(Shared {
-        pipeline: ArcSwap::from_pointee(Pipeline::new(config)),
+        pipeline: ArcSwap::from_pointee(Pipeline::new(config, blocklist.clone())),
+        blocklist,
         draining: AtomicBool::new(false),
         started: Instant::now(),
         metrics,
@@ -172,7 +176,10 @@ impl Running {
                 "listen addresses or workers changed: they take effect on restart; the rest is reloaded"
             );
         }
-        self.shared.pipeline.store(Arc::new(Pipeline::new(config)));
+        self.shared.pipeline.store(Arc::new(Pipeline::new(
+            config,
+            self.shared.blocklist.clone(),
+        )));
         self.shared.health.clear();
         metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "success").increment(1);
         tracing::info!("configuration reloaded");

@@ -1,0 +1,224 @@
+//! Validation of the edge-security sections (`[security_headers]`, `[cors]`, `[ip_rules]`,
+//! `[blocking]` and their per-route overrides, `[[route.validate]]`): merges route settings over
+//! the top-level ones and builds each policy once, reporting problems with their key paths.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::file::{FileConfig, RouteSection, ValidateSection};
+use super::locate::KeyPath;
+use super::model::{RouteSecurity, Validation};
+use super::validate::Problems;
+use crate::security::headers::{HeaderSet, HeadersSettings};
+use crate::security::ip_rules::IpRules;
+use crate::security::validation::RequestValidator;
+
+/// helmet's defaults merged with the top-level `[security_headers]`.
+pub fn base_headers(file: &FileConfig) -> HeadersSettings {
+    match &file.security_headers {
+        Some(over) => HeadersSettings::helmet().merged(over),
+        None => HeadersSettings::helmet(),
+    }
+}
+
+/// The header set for responses that match no route.
+pub fn default_headers(file: &FileConfig, problems: &mut Problems) -> Arc<HeaderSet> {
+    match base_headers(file).build() {
+        Ok(set) => Arc::new(set),
+        Err((key, message)) => {
+            problems.push((KeyPath::root().key("security_headers").join(&key), message));
+            Arc::new(HeaderSet::default())
+        }
+    }
+}
+
+/// Top-level checks that do not depend on a route.
+pub fn check_top_level(file: &FileConfig, problems: &mut Problems) {
+    let root = KeyPath::root();
+    if let Some(cors) = &file.cors
+        && let Err((key, message)) = cors.build()
+    {
+        problems.push((root.key("cors").join(&key), message));
+    }
+    if let Some(rules) = &file.ip_rules
+        && let Err((key, message)) = rules.build()
+    {
+        problems.push((root.key("ip_rules").join(&key), message));
+    }
+    if let Some(blocking) = &file.blocking
+        && let Err((key, message)) = blocking.check()
+    {
+        problems.push((root.key("blocking").join(&key), message));
+    }
+}
+
+/// Builds one route's policies; `path` is `route[i]`.
+pub fn route_security(
+    file: &FileConfig,
+    section: &RouteSection,
+    path: &KeyPath,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> RouteSecurity {
+    let headers = {
+        let base = base_headers(file);
+        let (merged, at) = match &section.security_headers {
+            Some(over) => (base.merged(over), path.key("security_headers")),
+            None => (base, KeyPath::root().key("security_headers")),
+        };
+        merged.build().unwrap_or_else(|(key, message)| {
+            problems.push((at.join(&key), message));
+            HeaderSet::default()
+        })
+    };
+    let (cors, cors_path) = match &section.cors {
+        Some(cors) => (Some(cors), path.key("cors")),
+        None => (file.cors.as_ref(), KeyPath::root().key("cors")),
+    };
+    let cors = cors.and_then(|settings| match settings.build() {
+        Ok(policy) => policy.map(Arc::new),
+        Err((key, message)) => {
+            // The top-level section is reported once by `check_top_level`.
+            if section.cors.is_some() {
+                problems.push((cors_path.join(&key), message));
+            }
+            None
+        }
+    });
+    let ip_rules = match &section.ip_rules {
+        Some(rules) => rules.build().unwrap_or_else(|(key, message)| {
+            problems.push((path.key("ip_rules").join(&key), message));
+            IpRules::default()
+        }),
+        None => file
+            .ip_rules
+            .as_ref()
+            .and_then(|rules| rules.build().ok())
+            .unwrap_or_default(),
+    };
+    let validations = section
+        .validations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| validation(v, &path.key("validate").index(i), base_dir, problems))
+        .collect();
+    RouteSecurity {
+        headers: Arc::new(headers),
+        cors,
+        ip_rules: Arc::new(ip_rules),
+        csrf: section.csrf,
+        validations,
+    }
+}
+
+fn validation(
+    section: &ValidateSection,
+    path: &KeyPath,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<Validation> {
+    let before = problems.len();
+    let methods = section.methods.as_ref().map(|methods| {
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| match Method::from_str(&text.to_ascii_uppercase()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    problems.push((
+                        path.key("methods").index(i),
+                        format!("expected an HTTP method such as \"POST\", got {text:?}"),
+                    ));
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let body = schema(
+        &section.body_schema,
+        &section.body_schema_file,
+        path,
+        "body_schema",
+        base_dir,
+        problems,
+    );
+    let query = schema(
+        &section.query_schema,
+        &section.query_schema_file,
+        path,
+        "query_schema",
+        base_dir,
+        problems,
+    );
+    if body.is_none() && query.is_none() && problems.len() == before {
+        problems.push((
+            path.clone(),
+            "expected `body_schema`, `body_schema_file`, `query_schema` or `query_schema_file`"
+                .into(),
+        ));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    match RequestValidator::new(body.as_ref(), query.as_ref()) {
+        Ok(validator) => Some(Validation {
+            methods,
+            validator: Arc::new(validator),
+        }),
+        Err(message) => {
+            let key = if message.starts_with("query") {
+                "query_schema"
+            } else {
+                "body_schema"
+            };
+            problems.push((path.key(key), message));
+            None
+        }
+    }
+}
+
+/// An inline schema or one read from a JSON file.
+fn schema(
+    inline: &Option<serde_json::Value>,
+    file: &Option<String>,
+    path: &KeyPath,
+    key: &str,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<serde_json::Value> {
+    let file_key = format!("{key}_file");
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push((path.key(&file_key), format!("set either `{key}` or `{file_key}`, not both")));
+            None
+        }
+        (Some(inline), None) => Some(inline.clone()),
+        (None, Some(name)) => {
+            let full = base_dir.join(name);
+            let text = match std::fs::read_to_string(&full) {
+                Ok(text) => text,
+                Err(error) => {
+                    problems.push((
+                        path.key(&file_key),
+                        format!("cannot read {}: {error}", full.display()),
+                    ));
+                    return None;
+                }
+            };
+            match serde_json::from_str(&text) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    problems.push((
+                        path.key(&file_key),
+                        format!("{} is not valid JSON: {error}", full.display()),
+                    ));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
