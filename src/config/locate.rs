@@ -35,7 +35,9 @@ impl KeyPath {
     pub fn join(&self, relative: &str) -> Self {
         let mut next = self.clone();
         for part in relative.split('.').filter(|p| !p.is_empty()) {
-            let (key, indices) = part.split_once('[').map_or((part, ""), |(k, rest)| (k, rest));
+            let (key, indices) = part
+                .split_once('[')
+                .map_or((part, ""), |(k, rest)| (k, rest));
             if !key.is_empty() {
                 next.0.push(Segment::Key(key.to_owned()));
             }

@@ -125,16 +125,18 @@ fn validation(
         methods
             .iter()
             .enumerate()
-            .filter_map(|(i, text)| match Method::from_str(&text.to_ascii_uppercase()) {
-                Ok(method) => Some(method),
-                Err(_) => {
-                    problems.push((
-                        path.key("methods").index(i),
-                        format!("expected an HTTP method such as \"POST\", got {text:?}"),
-                    ));
-                    None
-                }
-            })
+            .filter_map(
+                |(i, text)| match Method::from_str(&text.to_ascii_uppercase()) {
+                    Ok(method) => Some(method),
+                    Err(_) => {
+                        problems.push((
+                            path.key("methods").index(i),
+                            format!("expected an HTTP method such as \"POST\", got {text:?}"),
+                        ));
+                        None
+                    }
+                },
+            )
             .collect::<Vec<_>>()
     });
     let body = schema(
@@ -192,7 +194,10 @@ fn schema(
     let file_key = format!("{key}_file");
     match (inline, file) {
         (Some(_), Some(_)) => {
-            problems.push((path.key(&file_key), format!("set either `{key}` or `{file_key}`, not both")));
+            problems.push((
+                path.key(&file_key),
+                format!("set either `{key}` or `{file_key}`, not both"),
+            ));
             None
         }
         (Some(inline), None) => Some(inline.clone()),

@@ -357,7 +357,15 @@ async fn count_requests(State(state): State<SharedState>, req: Request, next: Ne
         stats.total += 1;
         *stats.paths.entry(path.to_owned()).or_insert(0) += 1;
     }
-    next.run(req).await
+    let mut response = next.run(req).await;
+    // Like an Express app: it announces itself, and a proxy in front should hide that.
+    let headers = response.headers_mut();
+    headers.insert("x-powered-by", http::HeaderValue::from_static("Express"));
+    headers.insert(
+        http::header::SERVER,
+        http::HeaderValue::from_static("rampart-demo"),
+    );
+    response
 }
 
 async fn not_found(uri: Uri) -> Response {

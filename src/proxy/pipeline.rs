@@ -228,7 +228,11 @@ impl Pipeline {
                     return Ok(response);
                 }
                 CorsDecision::PreflightRefused(rule) => {
-                    events::emit(SecurityEvent::OriginRefused { rule }, &route.name, record.client_ip);
+                    events::emit(
+                        SecurityEvent::OriginRefused { rule },
+                        &route.name,
+                        record.client_ip,
+                    );
                     return Err(ProxyError::Forbidden {
                         kind: "cors_rejected",
                         message: "CORS preflight refused for this origin, method or header",
@@ -237,9 +241,18 @@ impl Pipeline {
             }
         }
         if security.csrf && csrf::is_state_changing(&parts.method) {
-            let allowed = |origin: &str| security.cors.as_ref().is_some_and(|c| c.allows_origin(origin));
+            let allowed = |origin: &str| {
+                security
+                    .cors
+                    .as_ref()
+                    .is_some_and(|c| c.allows_origin(origin))
+            };
             if let Err(rule) = csrf::check(&parts.headers, host.as_deref(), allowed) {
-                events::emit(SecurityEvent::OriginRefused { rule: "csrf" }, &route.name, record.client_ip);
+                events::emit(
+                    SecurityEvent::OriginRefused { rule: "csrf" },
+                    &route.name,
+                    record.client_ip,
+                );
                 tracing::debug!(reason = rule, "csrf check failed");
                 return Err(ProxyError::Forbidden {
                     kind: "csrf_rejected",
@@ -261,8 +274,16 @@ impl Pipeline {
         // 11. Upstream call.
         let upstream = &self.upstreams[route.config.upstream];
         record.upstream = Some(upstream.name.clone());
-        self.forward(&route, upstream, parts, body, limits, conn, &record.request_id)
-            .await
+        self.forward(
+            &route,
+            upstream,
+            parts,
+            body,
+            limits,
+            conn,
+            &record.request_id,
+        )
+        .await
     }
 
     /// Stage 4: deny lists (403) and blocks (403 with `Retry-After`); allowlisted addresses pass.
@@ -474,7 +495,9 @@ fn check_head<B>(request: &Request<B>, server: &ServerConfig) -> Result<(), Prox
     }
     let headers = request.headers();
     if headers.len() > server.max_headers {
-        return Err(ProxyError::HeadersTooLarge("too many request header fields"));
+        return Err(ProxyError::HeadersTooLarge(
+            "too many request header fields",
+        ));
     }
     let size: usize = headers
         .iter()
@@ -492,21 +515,23 @@ fn preflight_method<B>(request: &Request<B>) -> Option<Method> {
     if request.method() != Method::OPTIONS || !request.headers().contains_key(header::ORIGIN) {
         return None;
     }
-    let announced = request.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let announced = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
     Method::from_bytes(announced.as_bytes()).ok()
 }
 
 /// Reads the whole body for the checks that need it; size and rate failures become 413 and 408.
 async fn read_body(body: RequestBody, limits: BodyLimits) -> Result<bytes::Bytes, ProxyError> {
-    body.buffer(limits).await.map_err(|error: BoxError| {
-        match body_failure(error.as_ref()) {
+    body.buffer(limits)
+        .await
+        .map_err(|error: BoxError| match body_failure(error.as_ref()) {
             Some(BodyFailure::TooLarge) => ProxyError::BodyTooLarge {
                 limit: limits.max_bytes,
             },
             Some(BodyFailure::TooSlow) => ProxyError::BodyTooSlow,
             None => ProxyError::BadRequest("the request body could not be read"),
-        }
-    })
+        })
 }
 
 /// Stage 9 for one schema set: query first, then the (buffered) body.
@@ -520,7 +545,9 @@ fn check_validation(
         ValidationFailure::MalformedJson(why) => ProxyError::MalformedBody(why),
         ValidationFailure::Invalid(fields) => ProxyError::Invalid(fields),
     };
-    validator.validate_query(parts.uri.query()).map_err(failure)?;
+    validator
+        .validate_query(parts.uri.query())
+        .map_err(failure)?;
     if validator.needs_body() {
         let content_type = parts
             .headers

@@ -88,7 +88,9 @@ where
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match this.deadline.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTooSlow { rate: *this.rate })))),
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(Box::new(BodyTooSlow { rate: *this.rate }))))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

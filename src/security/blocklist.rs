@@ -52,7 +52,12 @@ impl BlockingSettings {
         }
         if self.window.is_zero() || self.duration.is_zero() {
             return Err((
-                if self.window.is_zero() { "window" } else { "duration" }.into(),
+                if self.window.is_zero() {
+                    "window"
+                } else {
+                    "duration"
+                }
+                .into(),
                 "expected a duration above zero".into(),
             ));
         }
@@ -213,8 +218,7 @@ impl MemoryBlocks {
 fn sweep(entries: &mut HashMap<IpAddr, Entry>, settings: &BlockingSettings, now: Instant) {
     entries.retain(|_, e| {
         e.blocked_until.is_some_and(|u| u > now)
-            || e
-                .violations
+            || e.violations
                 .back()
                 .is_some_and(|t| now.duration_since(*t) < settings.window)
     });
@@ -249,7 +253,11 @@ mod tests {
         );
         let left = blocks.blocked_for(ip, t0 + Duration::from_secs(2)).unwrap();
         assert_eq!(left, Duration::from_secs(900));
-        assert!(blocks.blocked_for(ip, t0 + Duration::from_secs(903)).is_none());
+        assert!(
+            blocks
+                .blocked_for(ip, t0 + Duration::from_secs(903))
+                .is_none()
+        );
         // After expiry violations count from zero again.
         assert_eq!(blocks.record(ip, &s, t0 + Duration::from_secs(904)), None);
     }
@@ -262,7 +270,11 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(blocks.record(ip, &s, t0), None);
         assert_eq!(blocks.record(ip, &s, t0 + Duration::from_secs(61)), None);
-        assert!(blocks.record(ip, &s, t0 + Duration::from_secs(62)).is_some());
+        assert!(
+            blocks
+                .record(ip, &s, t0 + Duration::from_secs(62))
+                .is_some()
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ enum OriginPattern {
     Any,
     Exact(String),
     /// `https://*.example.com` as scheme `https://` and suffix `.example.com` (port included).
-    Subdomains { scheme: String, suffix: String },
+    Subdomains {
+        scheme: String,
+        suffix: String,
+    },
 }
 
 impl OriginPattern {
@@ -148,12 +151,13 @@ impl CorsSettings {
         }
         let mut methods = Vec::new();
         for (i, text) in self.allow_methods.iter().enumerate() {
-            let method = Method::from_bytes(text.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                (
-                    format!("allow_methods[{i}]"),
-                    format!("expected an HTTP method, got {text:?}"),
-                )
-            })?;
+            let method =
+                Method::from_bytes(text.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    (
+                        format!("allow_methods[{i}]"),
+                        format!("expected an HTTP method, got {text:?}"),
+                    )
+                })?;
             methods.push(method);
         }
         let mut headers = Vec::new();
@@ -270,7 +274,9 @@ impl CorsPolicy {
         }
         out.append(
             header::VARY,
-            HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
+            HeaderValue::from_static(
+                "Access-Control-Request-Method, Access-Control-Request-Headers",
+            ),
         );
         CorsDecision::Preflight(out)
     }
@@ -327,7 +333,10 @@ mod tests {
         let CorsDecision::Allowed(headers) = allowed else {
             panic!("{allowed:?}")
         };
-        assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "https://app.example.com"
+        );
         assert_eq!(headers["access-control-allow-credentials"], "true");
         assert_eq!(headers["access-control-expose-headers"], "x-request-id");
         assert!(matches!(
@@ -353,7 +362,10 @@ mod tests {
             &request(&[
                 ("origin", "https://app.example.com"),
                 ("access-control-request-method", "POST"),
-                ("access-control-request-headers", "content-type, Authorization"),
+                (
+                    "access-control-request-headers",
+                    "content-type, Authorization",
+                ),
             ]),
         );
         let CorsDecision::Preflight(headers) = ok else {
@@ -363,7 +375,12 @@ mod tests {
         assert_eq!(headers["access-control-max-age"], "600");
         for (origin, method, extra, why) in [
             ("https://evil.com", "POST", "", "origin is not allowed"),
-            ("https://app.example.com", "DELETE", "", "method is not allowed"),
+            (
+                "https://app.example.com",
+                "DELETE",
+                "",
+                "method is not allowed",
+            ),
             (
                 "https://app.example.com",
                 "POST",

@@ -3,8 +3,8 @@
 //! is the request's own host or on the route's CORS allowlist. Browsers always send one of them
 //! on cross-site form posts and fetches, so a forged request cannot pass.
 
-use http::header::{self, HeaderMap};
 use http::Method;
+use http::header::{self, HeaderMap};
 
 /// Whether `method` can change state.
 pub fn is_state_changing(method: &Method) -> bool {
@@ -68,11 +68,39 @@ mod tests {
     fn origins() {
         let allow = |o: &str| o == "https://app.example.com";
         let host = Some("api.example.com");
-        assert!(check(&headers(&[("origin", "https://app.example.com")]), host, allow).is_ok());
-        assert!(check(&headers(&[("origin", "https://api.example.com:8443")]), host, allow).is_ok());
+        assert!(
+            check(
+                &headers(&[("origin", "https://app.example.com")]),
+                host,
+                allow
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &headers(&[("origin", "https://api.example.com:8443")]),
+                host,
+                allow
+            )
+            .is_ok()
+        );
         assert!(check(&headers(&[("origin", "https://evil.com")]), host, allow).is_err());
-        assert!(check(&headers(&[("referer", "https://app.example.com/form?a=1")]), host, allow).is_ok());
-        assert!(check(&headers(&[("referer", "https://evil.com/app.example.com")]), host, allow).is_err());
+        assert!(
+            check(
+                &headers(&[("referer", "https://app.example.com/form?a=1")]),
+                host,
+                allow
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &headers(&[("referer", "https://evil.com/app.example.com")]),
+                host,
+                allow
+            )
+            .is_err()
+        );
         assert!(check(&headers(&[]), host, allow).is_err());
         assert!(check(&headers(&[("origin", "null")]), host, allow).is_err());
         assert!(is_state_changing(&Method::POST));

@@ -114,7 +114,10 @@ impl HeadersSettings {
                 &over.strict_transport_security,
             ),
             x_frame_options: pick(&self.x_frame_options, &over.x_frame_options),
-            x_content_type_options: pick(&self.x_content_type_options, &over.x_content_type_options),
+            x_content_type_options: pick(
+                &self.x_content_type_options,
+                &over.x_content_type_options,
+            ),
             referrer_policy: pick(&self.referrer_policy, &over.referrer_policy),
             permissions_policy: pick(&self.permissions_policy, &over.permissions_policy),
             cross_origin_opener_policy: pick(
@@ -126,7 +129,10 @@ impl HeadersSettings {
                 &over.cross_origin_resource_policy,
             ),
             origin_agent_cluster: pick(&self.origin_agent_cluster, &over.origin_agent_cluster),
-            x_dns_prefetch_control: pick(&self.x_dns_prefetch_control, &over.x_dns_prefetch_control),
+            x_dns_prefetch_control: pick(
+                &self.x_dns_prefetch_control,
+                &over.x_dns_prefetch_control,
+            ),
             x_download_options: pick(&self.x_download_options, &over.x_download_options),
             x_permitted_cross_domain_policies: pick(
                 &self.x_permitted_cross_domain_policies,
@@ -142,8 +148,12 @@ impl HeadersSettings {
     pub fn build(&self) -> Result<HeaderSet, (String, String)> {
         let mut set = HeaderSet::default();
         for name in self.remove.iter().flatten() {
-            let header = HeaderName::try_from(name.as_str())
-                .map_err(|_| ("remove".to_owned(), format!("expected a header name, got {name:?}")))?;
+            let header = HeaderName::try_from(name.as_str()).map_err(|_| {
+                (
+                    "remove".to_owned(),
+                    format!("expected a header name, got {name:?}"),
+                )
+            })?;
             set.remove.push(header);
         }
         if self.enabled == Some(false) {
@@ -182,18 +192,58 @@ impl HeadersSettings {
             set.push(name, "content_security_policy", &policy)?;
         }
         let singles: [(&str, &str, &Option<String>); 12] = [
-            ("strict-transport-security", "strict_transport_security", &self.strict_transport_security),
+            (
+                "strict-transport-security",
+                "strict_transport_security",
+                &self.strict_transport_security,
+            ),
             ("x-frame-options", "x_frame_options", &self.x_frame_options),
-            ("x-content-type-options", "x_content_type_options", &self.x_content_type_options),
+            (
+                "x-content-type-options",
+                "x_content_type_options",
+                &self.x_content_type_options,
+            ),
             ("referrer-policy", "referrer_policy", &self.referrer_policy),
-            ("permissions-policy", "permissions_policy", &self.permissions_policy),
-            ("cross-origin-opener-policy", "cross_origin_opener_policy", &self.cross_origin_opener_policy),
-            ("cross-origin-resource-policy", "cross_origin_resource_policy", &self.cross_origin_resource_policy),
-            ("origin-agent-cluster", "origin_agent_cluster", &self.origin_agent_cluster),
-            ("x-dns-prefetch-control", "x_dns_prefetch_control", &self.x_dns_prefetch_control),
-            ("x-download-options", "x_download_options", &self.x_download_options),
-            ("x-permitted-cross-domain-policies", "x_permitted_cross_domain_policies", &self.x_permitted_cross_domain_policies),
-            ("x-xss-protection", "x_xss_protection", &self.x_xss_protection),
+            (
+                "permissions-policy",
+                "permissions_policy",
+                &self.permissions_policy,
+            ),
+            (
+                "cross-origin-opener-policy",
+                "cross_origin_opener_policy",
+                &self.cross_origin_opener_policy,
+            ),
+            (
+                "cross-origin-resource-policy",
+                "cross_origin_resource_policy",
+                &self.cross_origin_resource_policy,
+            ),
+            (
+                "origin-agent-cluster",
+                "origin_agent_cluster",
+                &self.origin_agent_cluster,
+            ),
+            (
+                "x-dns-prefetch-control",
+                "x_dns_prefetch_control",
+                &self.x_dns_prefetch_control,
+            ),
+            (
+                "x-download-options",
+                "x_download_options",
+                &self.x_download_options,
+            ),
+            (
+                "x-permitted-cross-domain-policies",
+                "x_permitted_cross_domain_policies",
+                &self.x_permitted_cross_domain_policies,
+            ),
+            (
+                "x-xss-protection",
+                "x_xss_protection",
+                &self.x_xss_protection,
+            ),
         ];
         for (header, key, value) in singles {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
@@ -202,7 +252,10 @@ impl HeadersSettings {
         }
         for (name, value) in self.custom.iter().flatten() {
             HeaderName::try_from(name.as_str()).map_err(|_| {
-                (format!("custom.{name}"), format!("expected a header name, got {name:?}"))
+                (
+                    format!("custom.{name}"),
+                    format!("expected a header name, got {name:?}"),
+                )
             })?;
             set.push(name, &format!("custom.{name}"), value)?;
         }
@@ -219,10 +272,17 @@ pub struct HeaderSet {
 
 impl HeaderSet {
     fn push(&mut self, name: &str, key: &str, value: &str) -> Result<(), (String, String)> {
-        let name = HeaderName::try_from(name)
-            .map_err(|_| (key.to_owned(), format!("expected a header name, got {name:?}")))?;
+        let name = HeaderName::try_from(name).map_err(|_| {
+            (
+                key.to_owned(),
+                format!("expected a header name, got {name:?}"),
+            )
+        })?;
         let value = HeaderValue::from_str(value).map_err(|_| {
-            (key.to_owned(), "expected a header value of visible ASCII characters".to_owned())
+            (
+                key.to_owned(),
+                "expected a header value of visible ASCII characters".to_owned(),
+            )
         })?;
         self.set.push((name, value));
         Ok(())
@@ -268,12 +328,20 @@ mod tests {
             headers["strict-transport-security"],
             "max-age=31536000; includeSubDomains; preload"
         );
-        assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin");
+        assert_eq!(
+            headers["referrer-policy"],
+            "strict-origin-when-cross-origin"
+        );
         assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'self'"), "{csp}");
         assert!(csp.contains("upgrade-insecure-requests"), "{csp}");
-        assert!(headers["permissions-policy"].to_str().unwrap().contains("camera=()"));
+        assert!(
+            headers["permissions-policy"]
+                .to_str()
+                .unwrap()
+                .contains("camera=()")
+        );
     }
 
     #[test]
@@ -290,7 +358,10 @@ mod tests {
         assert_eq!(headers["x-frame-options"], "SAMEORIGIN");
         assert!(headers.get("strict-transport-security").is_none());
         let csp = headers["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("connect-src 'self' https://api.openai.com"), "{csp}");
+        assert!(
+            csp.contains("connect-src 'self' https://api.openai.com"),
+            "{csp}"
+        );
         assert!(csp.contains("default-src 'self'"), "{csp}");
         assert!(!csp.contains("upgrade-insecure-requests"), "{csp}");
     }

@@ -110,7 +110,11 @@ mod tests {
 
     #[test]
     fn lists() {
-        let r = rules(&["10.1.0.0/16", "::1"], &["10.0.0.0/8", "2001:db8::/32"], false);
+        let r = rules(
+            &["10.1.0.0/16", "::1"],
+            &["10.0.0.0/8", "2001:db8::/32"],
+            false,
+        );
         let ip = |s: &str| IpAddr::from_str(s).unwrap();
         assert_eq!(r.check(ip("10.1.2.3")), IpVerdict::Allowlisted);
         assert_eq!(r.check(ip("10.2.2.3")), IpVerdict::Denied);

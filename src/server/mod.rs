@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod listeners;
+pub mod redirect;
 pub mod reload;
 pub mod tls;
 pub mod worker;
@@ -39,6 +40,8 @@ pub struct Shared {
 /// A started server: its bound addresses and the means to reload and stop it.
 pub struct Running {
     pub http_addrs: Vec<SocketAddr>,
+    /// The plain-HTTP listeners that redirect to HTTPS.
+    pub redirect_addrs: Vec<SocketAddr>,
     pub tls_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
@@ -137,15 +140,29 @@ pub async fn start(config: Config) -> Result<Running, BindError> {
             }
         })
     };
+    let mut redirect_addrs = Vec::new();
+    if let Some(redirect) = &shared.pipeline.load().config.server.https_redirect {
+        for addr in &redirect.listen {
+            let bound = redirect::spawn(*addr, redirect.https_port, shutdown.subscribe())
+                .await
+                .map_err(|source| BindError {
+                    addr: *addr,
+                    source,
+                })?;
+            redirect_addrs.push(bound);
+        }
+    }
     tracing::info!(
         listen = ?http_addrs,
         tls = ?tls_addrs,
+        redirect = ?redirect_addrs,
         admin = %admin_addr,
         workers,
         "rampart is serving"
     );
     Ok(Running {
         http_addrs,
+        redirect_addrs,
         tls_addrs,
         admin_addr,
         shared,
