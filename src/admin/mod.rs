@@ -5,6 +5,8 @@
 //! - `GET /health` — every dependency (each upstream's targets) with status and latency;
 //!   200 when healthy, 503 when degraded or unhealthy. Results are cached for a second.
 //! - `GET /metrics` — Prometheus text format.
+//! - `GET /security/blocks` — addresses blocked by progressive blocking, with seconds left.
+//! - `DELETE /security/blocks/{ip}` — lifts a block (204), or 404 when the address is not blocked.
 
 pub mod health;
 
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +28,8 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/health/ready", get(ready))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/security/blocks", get(list_blocks))
+        .route("/security/blocks/{ip}", axum::routing::delete(unblock))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -61,6 +65,31 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.metrics.render(),
     )
         .into_response()
+}
+
+async fn list_blocks(State(shared): State<Arc<Shared>>) -> Response {
+    let blocks: Vec<_> = shared
+        .blocklist
+        .list()
+        .await
+        .into_iter()
+        .map(|(ip, left)| json!({ "ip": ip.to_string(), "seconds_left": left.as_secs() }))
+        .collect();
+    Json(json!({ "blocks": blocks })).into_response()
+}
+
+async fn unblock(State(shared): State<Arc<Shared>>, Path(ip): Path<String>) -> Response {
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        let body = json!({ "error": { "code": 400, "type": "bad_request", "message": "expected an IP address" } });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    if shared.blocklist.unblock(ip.to_canonical()).await {
+        tracing::info!(target: "rampart::security", event = "ip_unblocked", client_ip = %ip, "block lifted by an operator");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let body = json!({ "error": { "code": 404, "type": "not_found", "message": "this address is not blocked" } });
+        (StatusCode::NOT_FOUND, Json(body)).into_response()
+    }
 }
 
 async fn not_found() -> Response {
