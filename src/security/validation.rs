@@ -1,1 +1,0 @@
-//! Request validation: JSON Schema for request bodies and query parameters.
