@@ -188,8 +188,16 @@ impl Running {
             || old.server.tls.as_ref().map(|t| &t.listen)
                 != config.server.tls.as_ref().map(|t| &t.listen)
             || old.server.workers != config.server.workers
-            || old.server.https_redirect.as_ref().map(|r| (&r.listen, r.https_port))
-                != config.server.https_redirect.as_ref().map(|r| (&r.listen, r.https_port))
+            || old
+                .server
+                .https_redirect
+                .as_ref()
+                .map(|r| (&r.listen, r.https_port))
+                != config
+                    .server
+                    .https_redirect
+                    .as_ref()
+                    .map(|r| (&r.listen, r.https_port))
         {
             tracing::warn!(
                 "listen addresses or workers changed: they take effect on restart; the rest is reloaded"
