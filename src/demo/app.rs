@@ -11,7 +11,7 @@
 //! | GET | `/api/items` | JSON array of the items (20 seeded, well over 1 KB) |
 //! | GET | `/api/items/{id}` | one item, or 404 `{"error":"not found"}` |
 //! | POST | `/api/items` | create an item from `{"name", "description"?, "price"?, "tags"?}`; 201 with the item (and a `Location` header), 400 on invalid JSON or a missing/empty `name` |
-//! | POST | `/auth/login` | `{"username","password"}`; see below |
+//! | POST | `/auth/login` | `{"email","password"}` (or `{"username","password"}`); see below |
 //! | GET | `/slow?ms=N` | sleeps `N` ms (default 1000, capped at 60000), then `{"slept_ms":N}` |
 //! | GET | `/fail?status=N&rate=P` | fails with status `N` (default 500, 200–599) with probability `P` (default 1.0); see below |
 //! | GET | `/events?count=N&interval_ms=M` | Server-Sent Events, `N` events (default 5, max 10000) `M` ms apart (default 200, max 60000) |
@@ -21,10 +21,15 @@
 //! | any | `/echo`, `/echo/{*rest}` | describes the request as received (method, path, query, headers, body) |
 //! | any | anything else | 404 `{"error":"not found","path":...}` (405 JSON for a known path with a wrong method) |
 //!
-//! **Login.** Only the username `demo` with the password `demo` succeeds
-//! (200 `{"token","token_type","expires_in","user"}`); any other pair gets
-//! 401 `{"error":"invalid credentials"}`, and a body that is not JSON or lacks
-//! the `username`/`password` strings gets 400.
+//! **Login.** Three accounts: `demo@example.com` / `Demo-Password-1!` (role
+//! `user`), `admin@example.com` / `Admin-Password-1!` (role `admin`), and the
+//! short `demo` / `demo` (role `user`). Success is 200
+//! `{"token","token_type","expires_in","user"}` where `token` is a real JWT
+//! (HS256, signed with `RAMPART_JWT_SECRET` or, unset, `rampart-demo-secret`;
+//! claims `sub`, `email`, `role`, `iss` = `rampart-demo`, `iat`, `exp` one
+//! hour later), so rampart's JWT check can be tried on the demo; any other
+//! pair gets 401 `{"error":"invalid credentials"}`, and a body that is not
+//! JSON or lacks the strings gets 400.
 //!
 //! **`/fail` is deterministic.** Each distinct rate has its own call counter
 //! `n` (1-based, per app). Call `n` fails exactly when `floor(n * P)` is
@@ -476,11 +481,43 @@ async fn create_item(
 
 #[derive(Deserialize)]
 struct Login {
+    #[serde(alias = "email")]
     username: String,
     password: String,
 }
 
-/// Only `demo` / `demo` logs in.
+/// The demo accounts: (login, password, user id, role).
+const ACCOUNTS: &[(&str, &str, u32, &str)] = &[
+    ("demo@example.com", "Demo-Password-1!", 1, "user"),
+    ("admin@example.com", "Admin-Password-1!", 2, "admin"),
+    ("demo", "demo", 1, "user"),
+];
+
+/// A JWT for `account`, signed with `RAMPART_JWT_SECRET` (HS256).
+fn demo_token(login: &str, id: u32, role: &str) -> String {
+    let secret =
+        std::env::var("RAMPART_JWT_SECRET").unwrap_or_else(|_| "rampart-demo-secret".to_owned());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let email = if login.contains('@') {
+        login.to_owned()
+    } else {
+        format!("{login}@example.com")
+    };
+    let claims = json!({
+        "sub": id.to_string(), "email": email, "role": role,
+        "iss": "rampart-demo", "iat": now, "exp": now + 3600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+/// Logs in one of the [`ACCOUNTS`].
 async fn login(body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(body) => body,
@@ -495,15 +532,17 @@ async fn login(body: Result<Bytes, BytesRejection>) -> Response {
             );
         }
     };
-    if creds.username != "demo" || creds.password != "demo" {
+    let Some(&(login, _, id, role)) = ACCOUNTS
+        .iter()
+        .find(|(login, password, _, _)| creds.username == *login && creds.password == *password)
+    else {
         return error(StatusCode::UNAUTHORIZED, "invalid credentials");
-    }
-    let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    };
     axum::Json(json!({
-        "token": token,
+        "token": demo_token(login, id, role),
         "token_type": "Bearer",
         "expires_in": 3600,
-        "user": { "id": 1, "username": "demo", "name": "Demo User", "role": "user" },
+        "user": { "id": id, "username": login, "name": "Demo User", "role": role },
     }))
     .into_response()
 }
@@ -963,7 +1002,7 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.unwrap();
-        assert!(body["token"].as_str().unwrap().starts_with("demo-"));
+        assert_eq!(body["token"].as_str().unwrap().split('.').count(), 3, "a JWT");
         assert_eq!(body["user"]["username"], "demo");
 
         let resp = client
