@@ -38,13 +38,16 @@ pub(crate) struct PreparedApiKeys {
 pub(crate) fn prepare(s: &ApiKeySettings, base_dir: &Path) -> Result<PreparedApiKeys, Problems> {
     let mut problems = Problems::new();
     check_name(&s.name, &mut problems);
-    let header = s.header.as_ref().and_then(|h| match HeaderName::from_bytes(h.as_bytes()) {
-        Ok(name) => Some(name),
-        Err(_) => {
-            problems.push(("header".into(), format!("`{h}` is not a valid header name")));
-            None
-        }
-    });
+    let header = s
+        .header
+        .as_ref()
+        .and_then(|h| match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                problems.push(("header".into(), format!("`{h}` is not a valid header name")));
+                None
+            }
+        });
     if s.query.as_ref().is_some_and(|q| q.is_empty()) {
         problems.push(("query".into(), "expected a query parameter name".into()));
     }
@@ -59,7 +62,10 @@ pub(crate) fn prepare(s: &ApiKeySettings, base_dir: &Path) -> Result<PreparedApi
     let mut keys: Vec<([u8; 32], ApiKeyEntry)> = Vec::new();
     let mut add = |key: String, entry: &ApiKeyEntry, problems: &mut Problems| {
         if entry.name.trim().is_empty() {
-            problems.push((format!("{key}.name"), "expected a non-empty key name".into()));
+            problems.push((
+                format!("{key}.name"),
+                "expected a non-empty key name".into(),
+            ));
         } else if keys.iter().any(|(_, e)| e.name == entry.name) {
             problems.push((
                 format!("{key}.name"),
@@ -102,7 +108,10 @@ pub(crate) fn prepare(s: &ApiKeySettings, base_dir: &Path) -> Result<PreparedApi
                     add(format!("keys[{i}]"), entry, &mut file_problems);
                 }
                 problems.extend(file_problems.into_iter().map(|(key, message)| {
-                    ("keys_file".to_owned(), format!("{}: {key}: {message}", path.display()))
+                    (
+                        "keys_file".to_owned(),
+                        format!("{}: {key}: {message}", path.display()),
+                    )
                 }));
             }
             Err(message) => problems.push(("keys_file".into(), message)),

@@ -80,18 +80,18 @@ impl Authenticator {
         let inner = match settings {
             AuthSettings::Jwt(s) => {
                 let prepared = jwt::prepare(s, base_dir).map_err(invalid)?;
-                let verifier = JwtVerifier::start(&name, prepared).await.map_err(|reason| {
-                    AuthBuildError::Jwks {
+                let verifier = JwtVerifier::start(&name, prepared)
+                    .await
+                    .map_err(|reason| AuthBuildError::Jwks {
                         name: name.to_string(),
                         url: s.jwks_url.clone().unwrap_or_default(),
                         reason,
-                    }
-                })?;
+                    })?;
                 Inner::Jwt(verifier)
             }
-            AuthSettings::ApiKey(s) => {
-                Inner::ApiKey(ApiKeyVerifier::new(api_key::prepare(s, base_dir).map_err(invalid)?))
-            }
+            AuthSettings::ApiKey(s) => Inner::ApiKey(ApiKeyVerifier::new(
+                api_key::prepare(s, base_dir).map_err(invalid)?,
+            )),
         };
         let identity_headers = match &inner {
             Inner::Jwt(v) => v.forward.iter().map(|r| r.header.clone()).collect(),
@@ -119,7 +119,10 @@ impl Authenticator {
         match &self.inner {
             Inner::Jwt(verifier) => {
                 let claims = verifier.verify(headers).await?;
-                let subject = claims.get("sub").and_then(|s| s.as_str()).map(str::to_owned);
+                let subject = claims
+                    .get("sub")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned);
                 let forward = forward_headers(&verifier.forward, &claims);
                 Ok(Identity {
                     provider: self.name.clone(),

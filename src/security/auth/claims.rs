@@ -121,7 +121,10 @@ mod tests {
         let p = policy();
         assert_eq!(check(&p, json!({"exp": NOW + 1.0})), Ok(()));
         assert_eq!(check(&p, json!({"exp": NOW - 29.0})), Ok(()));
-        assert_eq!(check(&p, json!({"exp": NOW - 30.0})), Err(AuthFailure::Expired));
+        assert_eq!(
+            check(&p, json!({"exp": NOW - 30.0})),
+            Err(AuthFailure::Expired)
+        );
         assert_eq!(
             check(&p, json!({})),
             Err(AuthFailure::InvalidClaims("the token has no exp claim"))
@@ -146,7 +149,10 @@ mod tests {
             ..policy()
         };
         assert_eq!(check(&p, json!({"iat": NOW - 3600.0})), Ok(()));
-        assert_eq!(check(&p, json!({"iat": NOW - 3631.0})), Err(AuthFailure::TooOld));
+        assert_eq!(
+            check(&p, json!({"iat": NOW - 3631.0})),
+            Err(AuthFailure::TooOld)
+        );
         assert_eq!(
             check(&p, json!({})),
             Err(AuthFailure::InvalidClaims("the token has no iat claim"))
@@ -165,16 +171,41 @@ mod tests {
         let ok = json!({"iss": "https://b", "aud": ["x", "api"], "sub": "u", "org": {"id": 1}});
         assert_eq!(check(&p, ok), Ok(()));
         let cases = [
-            (json!({"iss": "https://c", "aud": "api", "sub": "u", "org": {"id": 1}}), "issuer not accepted"),
-            (json!({"aud": "api", "sub": "u", "org": {"id": 1}}), "issuer not accepted"),
-            (json!({"iss": "https://a", "aud": "web", "sub": "u", "org": {"id": 1}}), "audience not accepted"),
-            (json!({"iss": "https://a", "sub": "u", "org": {"id": 1}}), "audience not accepted"),
-            (json!({"iss": "https://a", "aud": "api", "org": {"id": 1}}), "a required claim is missing"),
-            (json!({"iss": "https://a", "aud": "api", "sub": null, "org": {"id": 1}}), "a required claim is missing"),
-            (json!({"iss": "https://a", "aud": "api", "sub": "u", "org": {}}), "a required claim is missing"),
+            (
+                json!({"iss": "https://c", "aud": "api", "sub": "u", "org": {"id": 1}}),
+                "issuer not accepted",
+            ),
+            (
+                json!({"aud": "api", "sub": "u", "org": {"id": 1}}),
+                "issuer not accepted",
+            ),
+            (
+                json!({"iss": "https://a", "aud": "web", "sub": "u", "org": {"id": 1}}),
+                "audience not accepted",
+            ),
+            (
+                json!({"iss": "https://a", "sub": "u", "org": {"id": 1}}),
+                "audience not accepted",
+            ),
+            (
+                json!({"iss": "https://a", "aud": "api", "org": {"id": 1}}),
+                "a required claim is missing",
+            ),
+            (
+                json!({"iss": "https://a", "aud": "api", "sub": null, "org": {"id": 1}}),
+                "a required claim is missing",
+            ),
+            (
+                json!({"iss": "https://a", "aud": "api", "sub": "u", "org": {}}),
+                "a required claim is missing",
+            ),
         ];
         for (claims, reason) in cases {
-            assert_eq!(check(&p, claims.clone()), Err(AuthFailure::InvalidClaims(reason)), "{claims}");
+            assert_eq!(
+                check(&p, claims.clone()),
+                Err(AuthFailure::InvalidClaims(reason)),
+                "{claims}"
+            );
         }
     }
 }

@@ -189,7 +189,10 @@ mod tests {
             "groups": [{"id": 7}],
         });
         assert_eq!(lookup(&claims, "sub"), Some(&json!("u1")));
-        assert_eq!(lookup(&claims, "https://example.com/roles"), Some(&json!(["a"])));
+        assert_eq!(
+            lookup(&claims, "https://example.com/roles"),
+            Some(&json!(["a"]))
+        );
         assert_eq!(lookup(&claims, "realm_access.roles.1"), Some(&json!("dev")));
         assert_eq!(lookup(&claims, "realm_access.x.y"), Some(&json!(1)));
         assert_eq!(lookup(&claims, "groups.0.id"), Some(&json!(7)));
@@ -202,7 +205,10 @@ mod tests {
     #[test]
     fn header_texts() {
         assert_eq!(header_text(&json!("x")).as_deref(), Some("x"));
-        assert_eq!(header_text(&json!(["a", 1, true, null])).as_deref(), Some("a,1,true"));
+        assert_eq!(
+            header_text(&json!(["a", 1, true, null])).as_deref(),
+            Some("a,1,true")
+        );
         assert_eq!(header_text(&json!(42)).as_deref(), Some("42"));
         assert_eq!(header_text(&json!({"a": 1})).as_deref(), Some("{\"a\":1}"));
         assert_eq!(header_text(&Value::Null), None);
@@ -223,7 +229,12 @@ mod tests {
         let keys: Vec<_> = problems.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            ["forward.authorization", "forward.bad header", "forward.host", "forward.x-empty"]
+            [
+                "forward.authorization",
+                "forward.bad header",
+                "forward.host",
+                "forward.x-empty"
+            ]
         );
     }
 

@@ -52,7 +52,11 @@ impl KeySet {
         match kid {
             Some(kid) => {
                 let mut known = false;
-                for entry in self.entries.iter().filter(|e| e.kid.as_deref() == Some(kid)) {
+                for entry in self
+                    .entries
+                    .iter()
+                    .filter(|e| e.kid.as_deref() == Some(kid))
+                {
                     known = true;
                     if let Some(key) = entry.ring.get(alg) {
                         return Lookup::Found(key);
@@ -122,7 +126,10 @@ pub(crate) fn parse_jwks(body: &[u8], algs: &[Alg]) -> Result<KeySet, String> {
                 ring,
             }),
             Ok(_) => {}
-            Err(e) => skipped.push(format!("key {}: {e}", jwk.kid.as_deref().unwrap_or("(no kid)"))),
+            Err(e) => skipped.push(format!(
+                "key {}: {e}",
+                jwk.kid.as_deref().unwrap_or("(no kid)")
+            )),
         }
     }
     if set.entries.is_empty() {
@@ -161,7 +168,9 @@ fn jwk_ring(jwk: &RawJwk, algs: &[Alg]) -> Result<KeyRing, String> {
         None => algs,
     };
     let b64 = |field: &Option<String>, name: &str| -> Result<Vec<u8>, String> {
-        let text = field.as_deref().ok_or_else(|| format!("missing `{name}`"))?;
+        let text = field
+            .as_deref()
+            .ok_or_else(|| format!("missing `{name}`"))?;
         URL_SAFE_NO_PAD
             .decode(text.trim_end_matches('='))
             .map_err(|_| format!("`{name}` is not base64url"))
@@ -402,7 +411,11 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/jwks").is_ok());
         assert!(check_url("http://localhost/jwks").is_ok());
         assert!(check_url("http://[::1]/jwks").is_ok());
-        assert!(check_url("http://issuer.example/jwks").unwrap_err().contains("https"));
+        assert!(
+            check_url("http://issuer.example/jwks")
+                .unwrap_err()
+                .contains("https")
+        );
         assert!(check_url("ftp://x/").is_err());
         assert!(check_url("not a url").unwrap_err().contains("not a URL"));
     }
@@ -431,12 +444,19 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert!(matches!(set.find(Some("ok"), Alg::ES256), Lookup::Found(_)));
         assert!(matches!(set.find(None, Alg::ES256), Lookup::Found(_)));
-        assert!(matches!(set.find(Some("sym"), Alg::ES256), Lookup::UnknownKid));
+        assert!(matches!(
+            set.find(Some("sym"), Alg::ES256),
+            Lookup::UnknownKid
+        ));
         assert!(matches!(set.find(Some("ok"), Alg::ES384), Lookup::Mismatch));
 
         let only_bad = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
         let error = parse_jwks(only_bad.to_string().as_bytes(), &[Alg::ES256]).unwrap_err();
         assert!(error.contains("no usable key for ES256"), "{error}");
-        assert!(parse_jwks(b"[]", &[Alg::ES256]).unwrap_err().contains("JWKS"));
+        assert!(
+            parse_jwks(b"[]", &[Alg::ES256])
+                .unwrap_err()
+                .contains("JWKS")
+        );
     }
 }

@@ -157,10 +157,7 @@ pub(crate) fn prepare(s: &JwtSettings, base_dir: &Path) -> Result<PreparedJwt, P
     if !(64..=64 * 1024).contains(&s.max_token_bytes) {
         problems.push((
             "max_token_bytes".into(),
-            format!(
-                "expected between 64 and 65536, got {}",
-                s.max_token_bytes
-            ),
+            format!("expected between 64 and 65536, got {}", s.max_token_bytes),
         ));
     }
     let token_header = match HeaderName::from_bytes(s.token_header.as_bytes()) {
@@ -522,7 +519,10 @@ mod tests {
     #[test]
     fn compact_split() {
         let c = Compact::split("aa.bb.cc").unwrap();
-        assert_eq!((c.header, c.payload, c.signature, c.signing_input), ("aa", "bb", "cc", "aa.bb"));
+        assert_eq!(
+            (c.header, c.payload, c.signature, c.signing_input),
+            ("aa", "bb", "cc", "aa.bb")
+        );
         assert!(Compact::split("aa.bb.").is_some());
         for bad in ["", "aa", "aa.bb", ".bb.cc", "aa..cc", "a.b.c.d.e"] {
             assert!(Compact::split(bad).is_none(), "{bad}");

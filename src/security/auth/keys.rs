@@ -129,7 +129,8 @@ impl fmt::Display for KeyKind {
 
 /// A key ready to verify one algorithm.
 pub(crate) enum VerifyKey {
-    Hmac(hmac::Key),
+    /// Boxed: an HMAC key holds its precomputed inner and outer states (over 1 KiB).
+    Hmac(Box<hmac::Key>),
     Public(ParsedPublicKey),
 }
 
@@ -173,8 +174,10 @@ impl KeyRing {
             if let Some((algorithm, _)) = alg.hmac()
                 && ring.get(alg).is_none()
             {
-                ring.0
-                    .push((alg, VerifyKey::Hmac(hmac::Key::new(algorithm, secret))));
+                ring.0.push((
+                    alg,
+                    VerifyKey::Hmac(Box::new(hmac::Key::new(algorithm, secret))),
+                ));
             }
         }
         ring
@@ -191,8 +194,9 @@ impl KeyRing {
             if !alg.fits(kind) || ring.get(alg).is_some() {
                 continue;
             }
-            let parsed = ParsedPublicKey::new(verification, der)
-                .map_err(|error| format!("{kind} that cannot be used for {}: {error}", alg.name()))?;
+            let parsed = ParsedPublicKey::new(verification, der).map_err(|error| {
+                format!("{kind} that cannot be used for {}: {error}", alg.name())
+            })?;
             ring.0.push((alg, VerifyKey::Public(parsed)));
         }
         Ok(ring)
@@ -319,7 +323,9 @@ const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 /// The key kind named by a SubjectPublicKeyInfo's algorithm identifier.
 fn spki_kind(spki: &[u8]) -> Result<KeyKind, String> {
     let malformed = || "the public key is not valid DER SubjectPublicKeyInfo".to_owned();
-    let outer = read_tlv(spki).filter(|t| t.tag == SEQUENCE).ok_or_else(malformed)?;
+    let outer = read_tlv(spki)
+        .filter(|t| t.tag == SEQUENCE)
+        .ok_or_else(malformed)?;
     let algorithm = read_tlv(outer.content)
         .filter(|t| t.tag == SEQUENCE)
         .ok_or_else(malformed)?;
@@ -378,7 +384,10 @@ pub(crate) fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
             out.push(len as u8);
         } else {
             let bytes = len.to_be_bytes();
-            let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+            let skip = bytes
+                .iter()
+                .position(|&b| b != 0)
+                .unwrap_or(bytes.len() - 1);
             out.push(0x80 | (bytes.len() - skip) as u8);
             out.extend_from_slice(&bytes[skip..]);
         }
@@ -411,7 +420,10 @@ mod tests {
     fn der_length_forms() {
         let short = [0x30, 0x02, 0x05, 0x00, 0xff];
         let tlv = read_tlv(&short).unwrap();
-        assert_eq!((tlv.tag, tlv.content, tlv.rest), (0x30, &[5, 0][..], &[0xff][..]));
+        assert_eq!(
+            (tlv.tag, tlv.content, tlv.rest),
+            (0x30, &[5, 0][..], &[0xff][..])
+        );
         let long = [0x04, 0x81, 0x01, 0xaa];
         assert_eq!(read_tlv(&long).unwrap().content, &[0xaa]);
         assert!(read_tlv(&[0x04, 0x82, 0x01]).is_none());
@@ -424,14 +436,20 @@ mod tests {
         let der = rsa_public_key_der(&[0x00, 0x80, 0x01], &[0x01, 0x00, 0x01]);
         assert_eq!(
             der,
-            [0x30, 0x0a, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x03, 0x01, 0x00, 0x01]
+            [
+                0x30, 0x0a, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x03, 0x01, 0x00, 0x01
+            ]
         );
     }
 
     #[test]
     fn pem_refuses_private_keys_and_garbage() {
         let private = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(parse_public_pem(private).unwrap_err().contains("private key"));
+        assert!(
+            parse_public_pem(private)
+                .unwrap_err()
+                .contains("private key")
+        );
         assert!(parse_public_pem("hello").unwrap_err().contains("PEM"));
         let bad = "-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----\n";
         assert!(parse_public_pem(bad).unwrap_err().contains("base64"));

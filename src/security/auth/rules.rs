@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::identity::lookup;
@@ -101,10 +101,12 @@ struct Scalar(String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RuleVisitor).and_then(|rule| match rule {
-            ClaimRule::Equals(s) => Ok(Scalar(s)),
-            _ => Err(de::Error::custom("expected a string, number or boolean")),
-        })
+        deserializer
+            .deserialize_any(RuleVisitor)
+            .and_then(|rule| match rule {
+                ClaimRule::Equals(s) => Ok(Scalar(s)),
+                _ => Err(de::Error::custom("expected a string, number or boolean")),
+            })
     }
 }
 
@@ -137,7 +139,9 @@ impl<'de> Visitor<'de> for RuleVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimRule, A::Error> {
         let Some(key) = map.next_key::<String>()? else {
-            return Err(de::Error::custom("expected { any_of = [..] } or { all_of = [..] }"));
+            return Err(de::Error::custom(
+                "expected { any_of = [..] } or { all_of = [..] }",
+            ));
         };
         let values: Vec<Scalar> = map.next_value()?;
         let values = values.into_iter().map(|Scalar(s)| s).collect();
@@ -151,7 +155,9 @@ impl<'de> Visitor<'de> for RuleVisitor {
             }
         };
         if map.next_key::<String>()?.is_some() {
-            return Err(de::Error::custom("expected only one of `any_of` or `all_of`"));
+            return Err(de::Error::custom(
+                "expected only one of `any_of` or `all_of`",
+            ));
         }
         Ok(rule)
     }

@@ -15,6 +15,7 @@ use super::de::{self, SecretString};
 /// One authentication provider, tagged by `type = "jwt"` or `type = "api_key"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // read once per config load; plain variants match simply
 pub enum AuthSettings {
     Jwt(JwtSettings),
     ApiKey(ApiKeySettings),

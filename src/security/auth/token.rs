@@ -148,8 +148,14 @@ mod tests {
     #[test]
     fn bearer_forms() {
         let auth = TokenSource::new(header::AUTHORIZATION, Some("session"));
-        assert_eq!(auth.find(&headers(&[("authorization", "Bearer abc")])), Ok("abc"));
-        assert_eq!(auth.find(&headers(&[("authorization", "bearer   abc ")])), Ok("abc"));
+        assert_eq!(
+            auth.find(&headers(&[("authorization", "Bearer abc")])),
+            Ok("abc")
+        );
+        assert_eq!(
+            auth.find(&headers(&[("authorization", "bearer   abc ")])),
+            Ok("abc")
+        );
         assert_eq!(
             auth.find(&headers(&[("authorization", "Bearer")])),
             Err(AuthFailure::Invalid("empty bearer token"))
@@ -163,24 +169,42 @@ mod tests {
             Err(AuthFailure::Missing)
         );
         assert_eq!(
-            auth.find(&headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")])),
+            auth.find(&headers(&[
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b")
+            ])),
             Err(AuthFailure::Invalid("more than one token header"))
         );
         assert_eq!(
-            auth.find(&headers(&[("cookie", "a=1; session=\"tok\""), ("cookie", "session=late")])),
+            auth.find(&headers(&[
+                ("cookie", "a=1; session=\"tok\""),
+                ("cookie", "session=late")
+            ])),
             Ok("tok")
         );
         assert_eq!(
-            auth.find(&headers(&[("authorization", "Basic x"), ("cookie", "session=tok")])),
+            auth.find(&headers(&[
+                ("authorization", "Basic x"),
+                ("cookie", "session=tok")
+            ])),
             Ok("tok")
         );
-        assert_eq!(auth.find(&headers(&[("cookie", "sessionx=1")])), Err(AuthFailure::Missing));
+        assert_eq!(
+            auth.find(&headers(&[("cookie", "sessionx=1")])),
+            Err(AuthFailure::Missing)
+        );
         assert_eq!(auth.find(&HeaderMap::new()), Err(AuthFailure::Missing));
 
         let custom = TokenSource::new(HeaderName::from_static("x-token"), None);
         assert_eq!(custom.find(&headers(&[("x-token", "abc")])), Ok("abc"));
-        assert_eq!(custom.find(&headers(&[("x-token", "Bearer abc")])), Ok("abc"));
-        assert_eq!(custom.find(&headers(&[("x-token", " ")])), Err(AuthFailure::Missing));
+        assert_eq!(
+            custom.find(&headers(&[("x-token", "Bearer abc")])),
+            Ok("abc")
+        );
+        assert_eq!(
+            custom.find(&headers(&[("x-token", " ")])),
+            Err(AuthFailure::Missing)
+        );
     }
 
     #[test]
@@ -193,7 +217,10 @@ mod tests {
         assert_eq!(get(&[("x-api-key", " k1 ")], None), Ok(b"k1".to_vec()));
         assert_eq!(get(&[], Some("a=1&api_key=k%2F2&b")), Ok(b"k/2".to_vec()));
         assert_eq!(get(&[], Some("api%5Fkey=k3")), Ok(b"k3".to_vec()));
-        assert_eq!(get(&[("x-api-key", "k1")], Some("api_key=k2")), Ok(b"k1".to_vec()));
+        assert_eq!(
+            get(&[("x-api-key", "k1")], Some("api_key=k2")),
+            Ok(b"k1".to_vec())
+        );
         assert_eq!(get(&[], Some("api_key=")), Err(AuthFailure::MissingApiKey));
         assert_eq!(get(&[], Some("x=1")), Err(AuthFailure::MissingApiKey));
         assert_eq!(get(&[], None), Err(AuthFailure::MissingApiKey));
