@@ -263,7 +263,7 @@ async fn pkcs1_rsa_pem_and_certificates_are_accepted() {
     let other = jwt("ES256", None, &claims(), Key::Ec(p256()));
     assert_eq!(
         auth.authenticate(&bearer(&other), None).await,
-        Err(AuthFailure::Invalid("signature mismatch"))
+        Err(AuthFailure::BadSignature)
     );
 }
 
@@ -495,9 +495,9 @@ async fn tampering_and_malformed_tokens_are_refused() {
     let flipped = String::from_utf8(flipped).unwrap();
 
     let cases = [
-        (tampered, "signature mismatch"),
-        (wrong_secret, "signature mismatch"),
-        (flipped, "signature mismatch"),
+        (tampered, "BadSignature"),
+        (wrong_secret, "BadSignature"),
+        (flipped, "BadSignature"),
         (format!("{token}.x.y"), "malformed token"),
         ("abc".to_owned(), "malformed token"),
         (format!("!!.{rest}"), "malformed token header"),
@@ -526,9 +526,13 @@ async fn tampering_and_malformed_tokens_are_refused() {
         ),
     ];
     for (token, reason) in cases {
+        let expected = match reason {
+            "BadSignature" => AuthFailure::BadSignature,
+            reason => AuthFailure::Invalid(reason),
+        };
         assert_eq!(
             auth.authenticate(&bearer(&token), None).await,
-            Err(AuthFailure::Invalid(reason)),
+            Err(expected),
             "{token}"
         );
     }
@@ -709,11 +713,11 @@ async fn jwks_rotation() {
     let key_b = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let (stand, url) = stand_in(json!({"keys": [rsa_jwk("a", rsa())]}), Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    let auth = build(&jwks_provider(&url, "1500ms", "300ms"), dir.path()).await;
+    let auth = build(&jwks_provider(&url, "3s", "1s"), dir.path()).await;
     let token_a = jwt("RS256", Some("a"), &claims(), Key::Rsa(rsa()));
     let token_b = jwt("ES256", Some("b"), &claims(), Key::Ec(&key_b));
     assert!(auth.authenticate(&bearer(&token_a), None).await.is_ok());
-    // B is unknown and the rate limit (300ms since the build) holds the refresh back.
+    // B is unknown and the rate limit (1s since the build's fetch) holds the refresh back.
     assert_eq!(
         auth.authenticate(&bearer(&token_b), None).await,
         Err(AuthFailure::UnknownKey)
@@ -722,14 +726,15 @@ async fn jwks_rotation() {
 
     // The issuer publishes B next to A; once the interval has passed, B's unknown kid refreshes.
     stand.serve(json!({"keys": [rsa_jwk("a", rsa()), ec_jwk("b", &key_b, "P-256")]}));
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(auth.authenticate(&bearer(&token_b), None).await.is_ok());
     assert!(auth.authenticate(&bearer(&token_a), None).await.is_ok());
     assert_eq!(stand.fetches(), 2);
 
-    // A is retired; the periodic refresh (1.5s) drops it.
+    // A is retired: A tokens keep working until the periodic refresh (3s) drops A.
     stand.serve(json!({"keys": [ec_jwk("b", &key_b, "P-256")]}));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    assert!(auth.authenticate(&bearer(&token_a), None).await.is_ok());
+    let deadline = Instant::now() + Duration::from_secs(10);
     while stand.fetches() < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -739,6 +744,8 @@ async fn jwks_rotation() {
         Err(AuthFailure::UnknownKey)
     );
     assert!(auth.authenticate(&bearer(&token_b), None).await.is_ok());
+    // A's unknown kid did not fetch again: the periodic refresh was under a second ago.
+    assert_eq!(stand.fetches(), 3);
 }
 
 #[tokio::test]
@@ -869,7 +876,10 @@ async fn dropping_the_authenticator_stops_the_refresh_task() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let auth = build(&jwks_provider(&url, "150ms", "100ms"), dir.path()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stand.fetches() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(stand.fetches() >= 3, "{}", stand.fetches());
     drop(auth);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1141,7 +1151,8 @@ async fn authenticate_any_reports_the_most_specific_failure() {
         authenticate_any(&list, &bearer(&expired), None).await,
         Err(AuthFailure::Expired)
     );
-    // A bad signature beats "missing api key"; among equals the first provider's failure.
+    // A bad signature (from the provider that allows HS256) beats "missing api key" and the
+    // EdDSA provider's "algorithm not allowed".
     let forged = jwt(
         "HS256",
         None,
@@ -1150,7 +1161,12 @@ async fn authenticate_any_reports_the_most_specific_failure() {
     );
     assert_eq!(
         authenticate_any(&list, &bearer(&forged), None).await,
-        Err(AuthFailure::Invalid("algorithm not allowed"))
+        Err(AuthFailure::BadSignature)
+    );
+    // A malformed token: every provider says so; the first one's failure is reported.
+    assert_eq!(
+        authenticate_any(&list, &bearer("abc"), None).await,
+        Err(AuthFailure::Invalid("malformed token"))
     );
     // A wrong API key next to no token: the invalid key is reported.
     let mut headers = HeaderMap::new();
@@ -1313,9 +1329,14 @@ fn failure_kinds_messages_and_challenges() {
             "Bearer error=\"invalid_token\", error_description=\"the token was issued too long ago\"",
         ),
         (
-            AuthFailure::Invalid("signature mismatch"),
+            AuthFailure::Invalid("malformed token"),
             "invalid_token",
-            "Bearer error=\"invalid_token\", error_description=\"signature mismatch\"",
+            "Bearer error=\"invalid_token\", error_description=\"malformed token\"",
+        ),
+        (
+            AuthFailure::BadSignature,
+            "invalid_token",
+            "Bearer error=\"invalid_token\", error_description=\"the token signature does not match\"",
         ),
         (
             AuthFailure::InvalidClaims("audience not accepted"),

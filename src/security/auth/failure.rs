@@ -20,9 +20,12 @@ pub enum AuthFailure {
     NotYetValid,
     /// The signature is valid but `iat` is older than the provider's `max_age` (plus leeway).
     TooOld,
-    /// The token is unusable before its signature could be trusted: malformed, too large, an
-    /// algorithm that is not allowed (including `none`), or a signature that does not match.
+    /// The token is unusable before its signature could be checked: malformed, too large, or an
+    /// algorithm this provider does not allow (including `none`).
     Invalid(&'static str),
+    /// The token is well-formed and its algorithm allowed, but the signature does not verify
+    /// with the provider's key (tampered, or signed by someone else).
+    BadSignature,
     /// The signature is valid but a claim is not acceptable: wrong issuer or audience, a required
     /// claim missing, a time claim of the wrong type, `iat` missing while `max_age` is set.
     InvalidClaims(&'static str),
@@ -41,7 +44,7 @@ impl AuthFailure {
             AuthFailure::Expired => "token_expired",
             AuthFailure::NotYetValid => "token_not_yet_valid",
             AuthFailure::TooOld => "token_too_old",
-            AuthFailure::Invalid(_) => "invalid_token",
+            AuthFailure::Invalid(_) | AuthFailure::BadSignature => "invalid_token",
             AuthFailure::InvalidClaims(_) => "invalid_claims",
             AuthFailure::UnknownKey => "unknown_key",
             AuthFailure::InvalidApiKey => "invalid_api_key",
@@ -57,6 +60,7 @@ impl AuthFailure {
             AuthFailure::NotYetValid => "the token is not valid yet",
             AuthFailure::TooOld => "the token was issued too long ago",
             AuthFailure::Invalid(reason) | AuthFailure::InvalidClaims(reason) => reason,
+            AuthFailure::BadSignature => "the token signature does not match",
             AuthFailure::UnknownKey => "the token is signed with an unknown key",
             AuthFailure::InvalidApiKey => "the API key is not valid",
         }
@@ -87,16 +91,19 @@ impl AuthFailure {
     }
 
     /// How far the credential got before failing; [`authenticate_any`](super::authenticate_any)
-    /// reports the failure that got furthest. 0: nothing presented; 1: presented but not
-    /// trusted; 2: signature verified, claims refused.
+    /// reports the failure that got furthest. 0: nothing presented; 1: presented but not for
+    /// this provider, or unusable (malformed, algorithm not allowed, unknown API key); 2: meant
+    /// for this provider's keys but not verified (bad signature, unknown `kid`); 3: signature
+    /// verified, claims refused.
     pub(crate) fn specificity(&self) -> u8 {
         match self {
             AuthFailure::Missing | AuthFailure::MissingApiKey => 0,
-            AuthFailure::Invalid(_) | AuthFailure::UnknownKey | AuthFailure::InvalidApiKey => 1,
+            AuthFailure::Invalid(_) | AuthFailure::InvalidApiKey => 1,
+            AuthFailure::BadSignature | AuthFailure::UnknownKey => 2,
             AuthFailure::Expired
             | AuthFailure::NotYetValid
             | AuthFailure::TooOld
-            | AuthFailure::InvalidClaims(_) => 2,
+            | AuthFailure::InvalidClaims(_) => 3,
         }
     }
 }
@@ -121,8 +128,8 @@ mod tests {
             "Bearer error=\"invalid_token\", error_description=\"the token has expired\""
         );
         assert_eq!(
-            AuthFailure::Invalid("signature mismatch").www_authenticate(),
-            "Bearer error=\"invalid_token\", error_description=\"signature mismatch\""
+            AuthFailure::Invalid("malformed token").www_authenticate(),
+            "Bearer error=\"invalid_token\", error_description=\"malformed token\""
         );
         assert_eq!(AuthFailure::MissingApiKey.www_authenticate(), "ApiKey");
         assert_eq!(AuthFailure::Expired.kind(), "token_expired");

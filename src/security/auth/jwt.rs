@@ -455,7 +455,7 @@ impl JwtVerifier {
         let signature = decode_into(parts.signature, &mut signature_buf)
             .ok_or(AuthFailure::Invalid("malformed signature"))?;
         if !key.verify(parts.signing_input.as_bytes(), signature) {
-            return Err(AuthFailure::Invalid("signature mismatch"));
+            return Err(AuthFailure::BadSignature);
         }
         let payload = URL_SAFE_NO_PAD
             .decode(parts.payload)

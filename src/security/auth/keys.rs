@@ -186,6 +186,18 @@ impl KeyRing {
     /// Parsed public keys for every algorithm in `algs` that a key of `kind` fits.
     /// `der` is SPKI DER, PKCS#1 `RSAPublicKey` DER, an uncompressed EC point or a raw Ed25519 key.
     pub(crate) fn public(kind: KeyKind, der: &[u8], algs: &[Alg]) -> Result<KeyRing, String> {
+        if kind == KeyKind::Rsa {
+            // The verifier refuses other sizes at verification time; say so up front instead.
+            match rsa_modulus_bits(der) {
+                Some(bits) if (2048..=8192).contains(&bits) => {}
+                Some(bits) => {
+                    return Err(format!(
+                        "the RSA key has {bits} bits: expected 2048 to 8192"
+                    ));
+                }
+                None => return Err("the RSA key is not valid DER".to_owned()),
+            }
+        }
         let mut ring = KeyRing::default();
         for &alg in algs {
             let Some(verification) = alg.verification() else {
@@ -365,6 +377,26 @@ fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
     Some(spki.whole)
 }
 
+/// The modulus size of a PKCS#1 `RSAPublicKey` or an SPKI wrapping one.
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    let outer = read_tlv(der).filter(|t| t.tag == SEQUENCE)?;
+    let first = read_tlv(outer.content)?;
+    match first.tag {
+        // SPKI: AlgorithmIdentifier, then BIT STRING (unused-bits byte, then RSAPublicKey).
+        SEQUENCE => {
+            let bits = read_tlv(first.rest).filter(|t| t.tag == 0x03)?;
+            rsa_modulus_bits(bits.content.get(1..)?)
+        }
+        // RSAPublicKey: INTEGER modulus first.
+        0x02 => {
+            let n = first.content;
+            let start = n.iter().position(|&b| b != 0)?;
+            Some((n.len() - start) * 8 - n[start].leading_zeros() as usize)
+        }
+        _ => None,
+    }
+}
+
 /// DER `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` from the unsigned
 /// big-endian components of a JWK.
 pub(crate) fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
@@ -440,6 +472,19 @@ mod tests {
                 0x30, 0x0a, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x03, 0x01, 0x00, 0x01
             ]
         );
+    }
+
+    #[test]
+    fn rsa_sizes() {
+        let mut n = vec![0x80];
+        n.extend([0u8; 255]);
+        let pkcs1 = rsa_public_key_der(&n, &[1, 0, 1]);
+        assert_eq!(rsa_modulus_bits(&pkcs1), Some(2048));
+        let small = rsa_public_key_der(&[0x7f; 128], &[3]);
+        assert_eq!(rsa_modulus_bits(&small), Some(1023));
+        let error = KeyRing::public(KeyKind::Rsa, &small, &[Alg::RS256]).unwrap_err();
+        assert!(error.contains("1023 bits"), "{error}");
+        assert_eq!(rsa_modulus_bits(&[0x30, 0x00]), None);
     }
 
     #[test]

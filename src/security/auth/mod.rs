@@ -26,9 +26,10 @@
 //! keys = [{ name = "ci", sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", scopes = ["read"] }]
 //! ```
 //!
-//! Files: [`settings`] (the TOML shape), [`jwt`] (token verification), [`keys`] (algorithms and
-//! key parsing), [`jwks`] (remote key sets), [`claims`] (registered-claim checks), [`api_key`],
-//! [`token`] (finding credentials in a request), [`identity`], [`rules`], [`failure`].
+//! Files: `settings` (the TOML shape and its reference), `jwt` (token verification), `keys`
+//! (algorithms and key parsing), `jwks` (remote key sets), `claims` (registered-claim checks),
+//! `api_key`, `token` (finding credentials in a request), `identity`, `rules`, `failure`,
+//! `authenticator` (the provider and `authenticate_any`), `de` (serde helpers).
 
 mod api_key;
 mod authenticator;

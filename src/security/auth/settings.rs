@@ -2,6 +2,43 @@
 //! applied). Checking them — files readable, keys parseable, options consistent — is
 //! [`AuthSettings::validate`], which runs the same preparation [`Authenticator::build`] uses.
 //!
+//! `type = "jwt"`:
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `name` | required | provider name |
+//! | `algorithms` | required | allowlist: `HS256` `HS384` `HS512` `RS256` `RS384` `RS512` `PS256` `PS384` `PS512` `ES256` `ES384` `EdDSA`; never `none`; HS* and the others cannot be mixed |
+//! | `secret` / `secret_base64` | — | HMAC secret (HS* only), at least 32/48/64 bytes for HS256/384/512 |
+//! | `public_key_file` | — | PEM `PUBLIC KEY`, `RSA PUBLIC KEY` or `CERTIFICATE` (RS*, PS*, ES*, EdDSA), relative to the config file |
+//! | `jwks_url` | — | JWKS endpoint, https (http only on loopback); fetched at load, a failure fails the load |
+//! | `jwks_refresh` | `"10m"` | periodic JWKS refresh |
+//! | `jwks_min_refresh_interval` | `"30s"` | at most one extra fetch per interval for unknown `kid`s |
+//! | `jwks_timeout` | `"10s"` | timeout of one JWKS fetch |
+//! | `issuer` | any | string or list: accepted `iss` |
+//! | `audience` | not checked | string or list: the token's `aud` must contain one |
+//! | `leeway` | `"30s"` | clock skew for `exp`, `nbf`, `iat`, `max_age` |
+//! | `max_age` | none | maximum age from `iat`; tokens without `iat` are then refused |
+//! | `required_claims` | `[]` | claims (dotted paths) that must be present and not null |
+//! | `require_exp` | `true` | refuse tokens without `exp` |
+//! | `token_header` | `"authorization"` | header with `Bearer <token>` (other headers: prefix optional) |
+//! | `cookie` | none | cookie with the token, tried when the header has none |
+//! | `max_token_bytes` | `8192` | longer tokens are refused before decoding (64–65536) |
+//! | `[auth.forward]` | none | identity header → claim path (arrays joined with `,`) |
+//!
+//! `type = "api_key"`:
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `name` | required | provider name |
+//! | `header` | — | header carrying the key; at least one of `header` / `query` |
+//! | `query` | — | query parameter carrying the key (tried when the header is absent) |
+//! | `keys` | `[]` | `{ name, sha256, scopes }`: SHA-256 of the key in hex (any case) |
+//! | `keys_file` | none | TOML file of `[[keys]]` tables of the same shape, relative to the config file |
+//! | `[auth.forward]` | none | identity header → `name` or `scopes` |
+//!
+//! Identity headers may not be framing headers (`host`, `content-length`, …) nor the provider's
+//! own credential header or `cookie` (the pipeline strips identity headers before authenticating).
+//!
 //! [`Authenticator::build`]: super::Authenticator::build
 
 use std::collections::BTreeMap;

@@ -36,7 +36,7 @@ impl TokenSource {
             }
             let text = first
                 .to_str()
-                .map_err(|_| AuthFailure::Invalid("malformed token header"))?;
+                .map_err(|_| AuthFailure::Invalid("the token is not ASCII"))?;
             if let Some(token) = bearer(text, self.bearer_only) {
                 if token.is_empty() {
                     return Err(AuthFailure::Invalid("empty bearer token"));
