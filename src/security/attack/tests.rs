@@ -1,0 +1,1 @@
+//! Detector-level tests: categories, locations, exclusions, settings errors, robustness.
