@@ -212,12 +212,12 @@ async fn run_until_signal(
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => match path {
-                Some(path) => { reload::reload_from_file(&running, path, Some(log)); }
+                Some(path) => { reload::reload_from_file(&running, path, Some(log)).await; }
                 None => tracing::warn!("SIGHUP ignored: the built-in config has no file to reload"),
             },
             Some(()) = async { match changes.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
                 if let Some(path) = path {
-                    reload::reload_from_file(&running, path, Some(log));
+                    reload::reload_from_file(&running, path, Some(log)).await;
                 }
             }
         }

@@ -52,7 +52,7 @@ async fn reload_under_load_fails_no_request() {
     let configs = [config(SIMPLE, app), config(TWO_ROUTES, app)];
     for round in 0..40 {
         tokio::time::sleep(Duration::from_millis(25)).await;
-        running.reload(configs[round % 2].clone());
+        running.reload(configs[round % 2].clone()).await.unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     for worker in workers {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::units::{ByteSize, deserialize_duration, deserialize_opt_duration};
+use crate::security::attack_filter::AttackFilterSettings;
+use crate::security::auth::{AuthSettings, ClaimRules};
 use crate::security::blocklist::BlockingSettings;
 use crate::security::cors::CorsSettings;
 use crate::security::headers::HeadersSettings;
@@ -35,6 +37,11 @@ pub struct FileConfig {
     pub ip_rules: Option<IpRulesSettings>,
     /// Progressive blocking of addresses that keep violating.
     pub blocking: Option<BlockingSettings>,
+    /// Attack filtering for every route; routes override field by field.
+    pub attack_filter: Option<AttackFilterSettings>,
+    /// Authentication providers, referenced by name from routes.
+    #[serde(default, rename = "auth")]
+    pub auth: Vec<AuthSettings>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.
@@ -238,12 +245,37 @@ pub struct RouteSection {
     pub cors: Option<CorsSettings>,
     /// This route's IP lists instead of the top-level `[ip_rules]`.
     pub ip_rules: Option<IpRulesSettings>,
+    /// Overrides of the top-level `[attack_filter]`, field by field.
+    pub attack_filter: Option<AttackFilterSettings>,
+    /// Authentication: a provider name, a list where any may succeed, or `"none"`.
+    pub auth: Option<AuthRef>,
+    /// Claim rules the authenticated identity must satisfy (403 otherwise).
+    pub require: Option<ClaimRules>,
     /// Require a same-site `Origin`/`Referer` on state-changing requests (cookie sessions).
     #[serde(default)]
     pub csrf: bool,
     /// JSON Schemas for the body and query, per method.
     #[serde(default, rename = "validate")]
     pub validations: Vec<ValidateSection>,
+}
+
+/// A route's `auth`: one provider name or several (any may succeed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AuthRef {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl AuthRef {
+    /// The provider names, `"none"` removed.
+    pub fn names(&self) -> Vec<&str> {
+        let names: Vec<&str> = match self {
+            Self::One(name) => vec![name.as_str()],
+            Self::Many(names) => names.iter().map(String::as_str).collect(),
+        };
+        names.into_iter().filter(|n| *n != "none").collect()
+    }
 }
 
 /// `[[route.validate]]`: schemas checked before the request goes upstream.

@@ -10,6 +10,8 @@ use http::Method;
 use ipnet::IpNet;
 
 pub use super::file::LogFormat;
+use crate::security::attack_filter::AttackFilter;
+use crate::security::auth::{AuthSettings, ClaimRules};
 use crate::security::blocklist::BlockingSettings;
 use crate::security::cors::CorsPolicy;
 use crate::security::headers::HeaderSet;
@@ -27,6 +29,10 @@ pub struct Config {
     pub default_headers: Arc<HeaderSet>,
     /// Progressive blocking; `None` when off.
     pub blocking: Option<BlockingSettings>,
+    /// Authentication providers (built, with their JWKS fetched, when the pipeline is built).
+    pub auth: Vec<AuthSettings>,
+    /// The config file's folder: relative paths in settings resolve from here.
+    pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +118,11 @@ pub struct RouteSecurity {
     pub ip_rules: Arc<IpRules>,
     pub csrf: bool,
     pub validations: Vec<Validation>,
+    /// `None` when the route does not filter.
+    pub attack_filter: Option<Arc<AttackFilter>>,
+    /// Indices into [`Config::auth`]; empty when the route needs no authentication.
+    pub auth: Vec<usize>,
+    pub require: Option<ClaimRules>,
 }
 
 /// Schemas for the requests of some methods of a route.

@@ -12,6 +12,7 @@ use super::file::{FileConfig, RouteSection, ValidateSection};
 use super::locate::KeyPath;
 use super::model::{RouteSecurity, Validation};
 use super::validate::Problems;
+use crate::security::attack_filter::{AttackFilterSettings, DetectorCache};
 use crate::security::headers::{HeaderSet, HeadersSettings};
 use crate::security::ip_rules::IpRules;
 use crate::security::validation::RequestValidator;
@@ -36,8 +37,9 @@ pub fn default_headers(file: &FileConfig, problems: &mut Problems) -> Arc<Header
 }
 
 /// Top-level checks that do not depend on a route.
-pub fn check_top_level(file: &FileConfig, problems: &mut Problems) {
+pub fn check_top_level(file: &FileConfig, base_dir: &Path, problems: &mut Problems) {
     let root = KeyPath::root();
+    check_auth(file, base_dir, problems);
     if let Some(cors) = &file.cors
         && let Err((key, message)) = cors.build()
     {
@@ -55,12 +57,59 @@ pub fn check_top_level(file: &FileConfig, problems: &mut Problems) {
     }
 }
 
+/// `[[auth]]`: names unique, each provider's own checks, and no provider forwarding an identity
+/// into a header another provider reads credentials from.
+fn check_auth(file: &FileConfig, base_dir: &Path, problems: &mut Problems) {
+    let mut names = std::collections::HashMap::new();
+    let credential_headers: Vec<(usize, String)> = file
+        .auth
+        .iter()
+        .enumerate()
+        .filter_map(|(i, settings)| {
+            let header = match settings {
+                crate::security::auth::AuthSettings::Jwt(jwt) => Some(jwt.token_header.clone()),
+                crate::security::auth::AuthSettings::ApiKey(key) => key.header.clone(),
+            };
+            header.map(|h| (i, h.to_ascii_lowercase()))
+        })
+        .collect();
+    for (i, settings) in file.auth.iter().enumerate() {
+        let path = KeyPath::root().key("auth").index(i);
+        let name = settings.name();
+        if let Some(first) = names.insert(name, i) {
+            problems.push((
+                path.key("name"),
+                format!("duplicate auth name `{name}` (first defined at auth[{first}])"),
+            ));
+        }
+        if name == "none" {
+            problems.push((
+                path.key("name"),
+                "`none` is reserved (routes write auth = \"none\" for no authentication)".into(),
+            ));
+        }
+        for (key, message) in settings.validate(base_dir) {
+            problems.push((path.join(&key), message));
+        }
+        for header in settings.forward().keys() {
+            let lower = header.to_ascii_lowercase();
+            if let Some((j, _)) = credential_headers.iter().find(|(j, h)| *j != i && *h == lower) {
+                problems.push((
+                    path.key("forward").key(header),
+                    format!("`{header}` is where auth[{j}] reads credentials; identity headers are removed from every request, so pick another name"),
+                ));
+            }
+        }
+    }
+}
+
 /// Builds one route's policies; `path` is `route[i]`.
 pub fn route_security(
     file: &FileConfig,
     section: &RouteSection,
     path: &KeyPath,
     base_dir: &Path,
+    detectors: &mut DetectorCache,
     problems: &mut Problems,
 ) -> RouteSecurity {
     let headers = {
@@ -105,12 +154,71 @@ pub fn route_security(
         .enumerate()
         .filter_map(|(i, v)| validation(v, &path.key("validate").index(i), base_dir, problems))
         .collect();
+    let attack_filter = {
+        let base = file.attack_filter.clone().unwrap_or(AttackFilterSettings {
+            mode: Some(crate::security::attack_filter::FilterMode::Off),
+            ..Default::default()
+        });
+        let (merged, at) = match &section.attack_filter {
+            Some(over) => {
+                // A route section turns the filter on even without a top-level one.
+                let base = match &file.attack_filter {
+                    Some(_) => base,
+                    None => AttackFilterSettings::default(),
+                };
+                (base.merged(over), path.key("attack_filter"))
+            }
+            None => (base, KeyPath::root().key("attack_filter")),
+        };
+        merged.build(detectors).unwrap_or_else(|(key, message)| {
+            problems.push((at.join(&key), message));
+            None
+        })
+    };
+    let auth_names = section.auth.as_ref().map(|a| a.names()).unwrap_or_default();
+    let auth = auth_names
+        .iter()
+        .enumerate()
+        .filter_map(|(n, name)| {
+            let found = file.auth.iter().position(|a| a.name() == *name);
+            if found.is_none() {
+                let known: Vec<String> = file.auth.iter().map(|a| format!("`{}`", a.name())).collect();
+                let key = match section.auth {
+                    Some(super::file::AuthRef::Many(_)) => path.key("auth").index(n),
+                    _ => path.key("auth"),
+                };
+                problems.push((
+                    key,
+                    if known.is_empty() {
+                        format!("unknown auth provider `{name}`: no [[auth]] is defined")
+                    } else {
+                        format!("unknown auth provider `{name}`: expected \"none\" or one of {}", known.join(", "))
+                    },
+                ));
+            }
+            found
+        })
+        .collect::<Vec<_>>();
+    if let Some(rules) = &section.require {
+        if auth_names.is_empty() {
+            problems.push((
+                path.key("require"),
+                "claim rules need an authenticated identity: set `auth` on this route".into(),
+            ));
+        }
+        for (key, message) in rules.validate() {
+            problems.push((path.key("require").join(&key), message));
+        }
+    }
     RouteSecurity {
         headers: Arc::new(headers),
         cors,
         ip_rules: Arc::new(ip_rules),
         csrf: section.csrf,
         validations,
+        attack_filter,
+        auth,
+        require: section.require.clone(),
     }
 }
 

@@ -165,7 +165,7 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         ));
     }
 
-    super::security::check_top_level(file, &mut problems);
+    super::security::check_top_level(file, base_dir, &mut problems);
     let default_headers = super::security::default_headers(file, &mut problems);
     let upstreams = validate_upstreams(&file.upstreams, &root, &mut problems);
     let routes = validate_routes(file, &root, base_dir, &mut problems);
@@ -209,6 +209,8 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         routes,
         default_headers,
         blocking: file.blocking.clone().filter(|b| b.enabled),
+        auth: file.auth.clone(),
+        base_dir: base_dir.to_path_buf(),
     })
 }
 
@@ -335,11 +337,13 @@ fn validate_routes(
 ) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut routes: Vec<RouteConfig> = Vec::new();
+    let mut detectors = crate::security::attack_filter::DetectorCache::default();
     for (i, section) in file.routes.iter().enumerate() {
         let path = root.key("route").index(i);
         check_name(&section.name, &path.key("name"), problems);
         check_unique(&mut names, &section.name, i, "route", &path, problems);
-        let Some(route) = resolve_route(file, section, &path, base_dir, problems) else {
+        let Some(route) = resolve_route(file, section, &path, base_dir, &mut detectors, problems)
+        else {
             continue;
         };
         if let Some((j, earlier)) = routes
@@ -365,10 +369,12 @@ fn resolve_route(
     section: &RouteSection,
     path: &KeyPath,
     base_dir: &Path,
+    detectors: &mut crate::security::attack_filter::DetectorCache,
     problems: &mut Problems,
 ) -> Option<RouteConfig> {
     let before = problems.len();
-    let security = super::security::route_security(file, section, path, base_dir, problems);
+    let security =
+        super::security::route_security(file, section, path, base_dir, detectors, problems);
     let host = section.host.as_ref().and_then(|pattern| {
         let parsed = HostMatch::parse(pattern);
         if parsed.is_none() {

@@ -9,10 +9,11 @@
 //! 3. route match (a CORS preflight matches as the method it announces)
 //! 4. IP allow/deny lists and the progressive blocklist — [`crate::security::ip_rules`],
 //!    [`crate::security::blocklist`]
-//! 5. attack-pattern check — *merged with the attack-filter module*
+//! 5. attack-pattern check (path, query, headers, cookies, body) — [`crate::security::attack_filter`]
 //! 6. CORS preflight, and the CSRF origin check for cookie sessions — [`crate::security::cors`],
 //!    [`crate::security::csrf`]
-//! 7. authentication — *merged with the auth module*
+//! 7. authentication (JWT, API keys) and claim rules — [`crate::security::auth`]; identity
+//!    headers are stripped from every request first, so a client can never spoof them
 //! 8. rate limits and quotas — *rate-limit issue*
 //! 9. request validation (JSON Schema for query and body) — [`crate::security::validation`]
 //! 10. cache lookup — *cache issue*
@@ -47,6 +48,8 @@ use crate::config::{Config, ServerConfig};
 use crate::observe::access::{AccessLog, Exchange, RequestRecord};
 use crate::observe::log_layer::RequestScope;
 use crate::observe::metrics::{self as m, RouteMetrics};
+use crate::security::attack_filter::FilterMode;
+use crate::security::auth::{AuthBuildError, Authenticator, authenticate_any};
 use crate::security::blocklist::Blocklist;
 use crate::security::cors::{CorsDecision, PREFLIGHT_STATUS};
 use crate::security::events::{self, SecurityEvent};
@@ -66,6 +69,10 @@ pub struct Pipeline {
     default_headers: Arc<HeaderSet>,
     /// Block state; outlives reloads (the server hands the same one to every pipeline).
     blocklist: Arc<Blocklist>,
+    /// Built providers, in the order of `config.auth`.
+    authenticators: Vec<Arc<Authenticator>>,
+    /// Every provider's identity headers: removed from every incoming request.
+    identity_headers: Vec<header::HeaderName>,
 }
 
 /// What stage 12 needs to finish any response, the pipeline's own errors included.
@@ -76,13 +83,26 @@ struct Outgoing {
 }
 
 impl Pipeline {
-    pub fn new(config: Config, blocklist: Arc<Blocklist>) -> Self {
+    /// Builds the pipeline, including the authentication providers (JWKS fetched here).
+    pub async fn build(config: Config, blocklist: Arc<Blocklist>) -> Result<Self, AuthBuildError> {
+        let mut authenticators = Vec::new();
+        for settings in &config.auth {
+            authenticators.push(Arc::new(
+                Authenticator::build(settings, &config.base_dir).await?,
+            ));
+        }
+        let mut identity_headers: Vec<header::HeaderName> = authenticators
+            .iter()
+            .flat_map(|a| a.identity_headers().cloned())
+            .collect();
+        identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        identity_headers.dedup();
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| Arc::new(Upstream::new(u, config.server.workers)))
             .collect();
-        Self {
+        Ok(Self {
             router: Router::new(&config.routes),
             upstreams,
             access_log: Arc::new(AccessLog {
@@ -93,8 +113,10 @@ impl Pipeline {
             no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
             default_headers: config.default_headers.clone(),
             blocklist,
+            authenticators,
+            identity_headers,
             config: Arc::new(config),
-        }
+        })
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -197,7 +219,10 @@ impl Pipeline {
         // 4. IP allow/deny lists and the blocklist.
         self.check_address(&route, record.client_ip).await?;
 
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        for name in &self.identity_headers {
+            parts.headers.remove(name);
+        }
         let limits = self.body_limits(&route);
         if declared_length(&parts.headers).is_some_and(|length| length > limits.max_bytes) {
             return Err(ProxyError::BodyTooLarge {
@@ -210,11 +235,43 @@ impl Pipeline {
             .iter()
             .filter(|v| v.methods.as_ref().is_none_or(|m| m.contains(&parts.method)))
             .collect();
-        if validations.iter().any(|v| v.validator.needs_body()) {
+        let declared = declared_length(&parts.headers);
+        let inspect_body = security
+            .attack_filter
+            .as_ref()
+            .is_some_and(|f| f.wants_body(&parts.headers, declared));
+        if inspect_body || validations.iter().any(|v| v.validator.needs_body()) {
             body = RequestBody::Buffered(read_body(body, limits).await?);
         }
 
-        // 5. Attack-pattern check: plugs in here with the attack-filter module.
+        // 5. Attack-pattern check.
+        if let Some(filter) = &security.attack_filter {
+            let verdict = filter.inspect(&parts, body.bytes().map(|b| b.as_ref()));
+            if filter.is_attack(&verdict) {
+                let blocked = filter.mode == FilterMode::Block;
+                if let Some(top) = verdict.top() {
+                    events::emit(
+                        SecurityEvent::AttackDetected {
+                            category: top.category.as_str(),
+                            rule: top.rule,
+                            location: &top.location,
+                            score: verdict.score,
+                            blocked,
+                        },
+                        &route.name,
+                        record.client_ip,
+                    );
+                }
+                if blocked {
+                    self.record_violation(&route, record.client_ip, "attack")
+                        .await;
+                    return Err(ProxyError::Forbidden {
+                        kind: "attack_detected",
+                        message: "the request was blocked by the attack filter",
+                    });
+                }
+            }
+        }
 
         // 6. CORS: preflights are answered here; other requests get their headers in stage 12.
         if let Some(cors) = &security.cors {
@@ -261,7 +318,56 @@ impl Pipeline {
             }
         }
 
-        // 7. Authentication: plugs in here with the auth module.
+        // 7. Authentication and claim rules.
+        if !security.auth.is_empty() {
+            let providers: Vec<Arc<Authenticator>> = security
+                .auth
+                .iter()
+                .map(|&i| self.authenticators[i].clone())
+                .collect();
+            let identity = match authenticate_any(&providers, &parts.headers, parts.uri.query())
+                .await
+            {
+                Ok(identity) => identity,
+                Err(failure) => {
+                    events::emit(
+                        SecurityEvent::AuthFailed {
+                            rule: failure.kind(),
+                        },
+                        &route.name,
+                        record.client_ip,
+                    );
+                    return Err(ProxyError::Unauthorized {
+                        kind: failure.kind(),
+                        message: failure.message(),
+                        challenge: failure.www_authenticate(),
+                    });
+                }
+            };
+            if let Some(rules) = &security.require
+                && !identity.satisfies(rules)
+            {
+                events::emit(
+                    SecurityEvent::Forbidden {
+                        rule: "claim_rules",
+                    },
+                    &route.name,
+                    record.client_ip,
+                );
+                return Err(ProxyError::Forbidden {
+                    kind: "forbidden",
+                    message: "the authenticated identity is not allowed to do this",
+                });
+            }
+            record.user = identity
+                .subject
+                .clone()
+                .or_else(|| identity.claim("name").and_then(|v| v.as_str()).map(str::to_owned));
+            for (name, value) in identity.forward {
+                parts.headers.insert(name, value);
+            }
+        }
+
         // 8. Rate limits: plug in here with the rate-limit issue.
 
         // 9. Request validation.

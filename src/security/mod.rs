@@ -4,6 +4,7 @@
 //! DESIGN.md, and [`events`] is the one place that reports what they refused.
 
 pub mod attack;
+pub mod attack_filter;
 pub mod auth;
 pub mod blocklist;
 pub mod cors;

@@ -58,6 +58,15 @@ pub struct DrainReport {
     pub cut_connections: usize,
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Auth(#[from] crate::security::auth::AuthBuildError),
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
@@ -67,8 +76,12 @@ pub struct BindError {
 }
 
 /// Binds every listener of `config` and starts serving.
-pub async fn start(config: Config) -> Result<Running, BindError> {
+pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = m::install();
+    let blocklist = Arc::new(crate::security::blocklist::Blocklist::memory());
+    // Built first: a provider whose JWKS cannot be fetched stops the start before any bind.
+    let pipeline = Pipeline::build(config, blocklist.clone()).await?;
+    let config = pipeline.config.clone();
     let workers = config.server.workers;
     let mut bound = Vec::new();
     for addr in &config.server.listen {
@@ -92,9 +105,8 @@ pub async fn start(config: Config) -> Result<Running, BindError> {
     let http_addrs: Vec<SocketAddr> = bound[..plain_count].iter().map(|b| b.addr).collect();
     let tls_addrs: Vec<SocketAddr> = bound[plain_count..].iter().map(|b| b.addr).collect();
 
-    let blocklist = Arc::new(crate::security::blocklist::Blocklist::memory());
     let shared = Arc::new(Shared {
-        pipeline: ArcSwap::from_pointee(Pipeline::new(config, blocklist.clone())),
+        pipeline: ArcSwap::from_pointee(pipeline),
         blocklist,
         draining: AtomicBool::new(false),
         started: Instant::now(),
@@ -179,8 +191,9 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 impl Running {
-    /// Replaces the whole pipeline; requests already running finish on the old one.
-    pub fn reload(&self, config: Config) {
+    /// Replaces the whole pipeline; requests already running finish on the old one. Fails (and
+    /// keeps the old pipeline) when an authentication provider cannot be built.
+    pub async fn reload(&self, config: Config) -> Result<(), crate::security::auth::AuthBuildError> {
         let current = self.shared.pipeline.load();
         let old = &current.config;
         if old.server.listen != config.server.listen
@@ -203,13 +216,12 @@ impl Running {
                 "listen addresses or workers changed: they take effect on restart; the rest is reloaded"
             );
         }
-        self.shared.pipeline.store(Arc::new(Pipeline::new(
-            config,
-            self.shared.blocklist.clone(),
-        )));
+        let pipeline = Pipeline::build(config, self.shared.blocklist.clone()).await?;
+        self.shared.pipeline.store(Arc::new(pipeline));
         self.shared.health.clear();
         metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "success").increment(1);
         tracing::info!("configuration reloaded");
+        Ok(())
     }
 
     /// Marks the server as draining (readiness 503) without closing anything yet.

@@ -12,13 +12,18 @@ use crate::observe::logging::LogHandle;
 use crate::observe::metrics as m;
 
 /// Loads `path` and, if valid, swaps it in. Returns whether the new config is now serving.
-pub fn reload_from_file(running: &Running, path: &Path, log: Option<&LogHandle>) -> bool {
+pub async fn reload_from_file(running: &Running, path: &Path, log: Option<&LogHandle>) -> bool {
     match crate::config::load(path) {
         Ok(config) => {
-            if let Some(log) = log {
-                log.set_level(&config.log.level);
+            let level = config.log.level.clone();
+            if let Err(error) = running.reload(config).await {
+                metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "failure").increment(1);
+                tracing::error!(%error, "config reload refused; the previous configuration keeps serving");
+                return false;
             }
-            running.reload(config);
+            if let Some(log) = log {
+                log.set_level(&level);
+            }
             true
         }
         Err(errors) => {
