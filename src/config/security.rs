@@ -93,7 +93,10 @@ fn check_auth(file: &FileConfig, base_dir: &Path, problems: &mut Problems) {
         }
         for header in settings.forward().keys() {
             let lower = header.to_ascii_lowercase();
-            if let Some((j, _)) = credential_headers.iter().find(|(j, h)| *j != i && *h == lower) {
+            if let Some((j, _)) = credential_headers
+                .iter()
+                .find(|(j, h)| *j != i && *h == lower)
+            {
                 problems.push((
                     path.key("forward").key(header),
                     format!("`{header}` is where auth[{j}] reads credentials; identity headers are removed from every request, so pick another name"),
@@ -182,7 +185,11 @@ pub fn route_security(
         .filter_map(|(n, name)| {
             let found = file.auth.iter().position(|a| a.name() == *name);
             if found.is_none() {
-                let known: Vec<String> = file.auth.iter().map(|a| format!("`{}`", a.name())).collect();
+                let known: Vec<String> = file
+                    .auth
+                    .iter()
+                    .map(|a| format!("`{}`", a.name()))
+                    .collect();
                 let key = match section.auth {
                     Some(super::file::AuthRef::Many(_)) => path.key("auth").index(n),
                     _ => path.key("auth"),
@@ -192,7 +199,10 @@ pub fn route_security(
                     if known.is_empty() {
                         format!("unknown auth provider `{name}`: no [[auth]] is defined")
                     } else {
-                        format!("unknown auth provider `{name}`: expected \"none\" or one of {}", known.join(", "))
+                        format!(
+                            "unknown auth provider `{name}`: expected \"none\" or one of {}",
+                            known.join(", ")
+                        )
                     },
                 ));
             }

@@ -1002,7 +1002,11 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["token"].as_str().unwrap().split('.').count(), 3, "a JWT");
+        assert_eq!(
+            body["token"].as_str().unwrap().split('.').count(),
+            3,
+            "a JWT"
+        );
         assert_eq!(body["user"]["username"], "demo");
 
         let resp = client

@@ -325,25 +325,24 @@ impl Pipeline {
                 .iter()
                 .map(|&i| self.authenticators[i].clone())
                 .collect();
-            let identity = match authenticate_any(&providers, &parts.headers, parts.uri.query())
-                .await
-            {
-                Ok(identity) => identity,
-                Err(failure) => {
-                    events::emit(
-                        SecurityEvent::AuthFailed {
-                            rule: failure.kind(),
-                        },
-                        &route.name,
-                        record.client_ip,
-                    );
-                    return Err(ProxyError::Unauthorized {
-                        kind: failure.kind(),
-                        message: failure.message(),
-                        challenge: failure.www_authenticate(),
-                    });
-                }
-            };
+            let identity =
+                match authenticate_any(&providers, &parts.headers, parts.uri.query()).await {
+                    Ok(identity) => identity,
+                    Err(failure) => {
+                        events::emit(
+                            SecurityEvent::AuthFailed {
+                                rule: failure.kind(),
+                            },
+                            &route.name,
+                            record.client_ip,
+                        );
+                        return Err(ProxyError::Unauthorized {
+                            kind: failure.kind(),
+                            message: failure.message(),
+                            challenge: failure.www_authenticate(),
+                        });
+                    }
+                };
             if let Some(rules) = &security.require
                 && !identity.satisfies(rules)
             {
@@ -359,10 +358,12 @@ impl Pipeline {
                     message: "the authenticated identity is not allowed to do this",
                 });
             }
-            record.user = identity
-                .subject
-                .clone()
-                .or_else(|| identity.claim("name").and_then(|v| v.as_str()).map(str::to_owned));
+            record.user = identity.subject.clone().or_else(|| {
+                identity
+                    .claim("name")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            });
             for (name, value) in identity.forward {
                 parts.headers.insert(name, value);
             }

@@ -48,7 +48,10 @@ impl AttackFilterSettings {
         AttackFilterSettings {
             mode: over.mode.or(self.mode),
             threshold: over.threshold.or(self.threshold),
-            exclude_paths: over.exclude_paths.clone().or_else(|| self.exclude_paths.clone()),
+            exclude_paths: over
+                .exclude_paths
+                .clone()
+                .or_else(|| self.exclude_paths.clone()),
             exclude_params: over
                 .exclude_params
                 .clone()

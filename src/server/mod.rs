@@ -193,7 +193,10 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 impl Running {
     /// Replaces the whole pipeline; requests already running finish on the old one. Fails (and
     /// keeps the old pipeline) when an authentication provider cannot be built.
-    pub async fn reload(&self, config: Config) -> Result<(), crate::security::auth::AuthBuildError> {
+    pub async fn reload(
+        &self,
+        config: Config,
+    ) -> Result<(), crate::security::auth::AuthBuildError> {
         let current = self.shared.pipeline.load();
         let old = &current.config;
         if old.server.listen != config.server.listen
