@@ -25,7 +25,7 @@
 //! `user`), `admin@example.com` / `Admin-Password-1!` (role `admin`), and the
 //! short `demo` / `demo` (role `user`). Success is 200
 //! `{"token","token_type","expires_in","user"}` where `token` is a real JWT
-//! (HS256, signed with `RAMPART_JWT_SECRET` or, unset, `rampart-demo-secret`;
+//! (HS256, signed with `RAMPART_JWT_SECRET` or, unset, [`DEMO_JWT_SECRET`];
 //! claims `sub`, `email`, `role`, `iss` = `rampart-demo`, `iat`, `exp` one
 //! hour later), so rampart's JWT check can be tried on the demo; any other
 //! pair gets 401 `{"error":"invalid credentials"}`, and a body that is not
@@ -486,6 +486,10 @@ struct Login {
     password: String,
 }
 
+/// The secret the demo signs its tokens with when `RAMPART_JWT_SECRET` is unset. Only for
+/// trying rampart out: anyone can read it here.
+pub const DEMO_JWT_SECRET: &str = "rampart-demo-secret-change-me-in-production";
+
 /// The demo accounts: (login, password, user id, role).
 const ACCOUNTS: &[(&str, &str, u32, &str)] = &[
     ("demo@example.com", "Demo-Password-1!", 1, "user"),
@@ -495,8 +499,7 @@ const ACCOUNTS: &[(&str, &str, u32, &str)] = &[
 
 /// A JWT for `account`, signed with `RAMPART_JWT_SECRET` (HS256).
 fn demo_token(login: &str, id: u32, role: &str) -> String {
-    let secret =
-        std::env::var("RAMPART_JWT_SECRET").unwrap_or_else(|_| "rampart-demo-secret".to_owned());
+    let secret = std::env::var("RAMPART_JWT_SECRET").unwrap_or_else(|_| DEMO_JWT_SECRET.to_owned());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
