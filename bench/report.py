@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TARGET_ORDER = ["direct", "nginx", "haproxy", "rampart"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "rampart-base", "rampart"]
 UNIT_TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -168,13 +168,16 @@ def main() -> int:
             nginx_row = next(
                 (r for r in rows if r["target"] == "nginx" and r["conns"] == row["conns"]), None
             )
-            if nginx_row is not None:
-                paired = [
-                    round(mine["rps"] / theirs["rps"], 3)
-                    for mine, theirs in zip(row["rounds"], nginx_row["rounds"])
-                    if mine["ok"] and theirs["ok"] and theirs["rps"]
-                ]
-                row["per_round_ratio_to_nginx"] = paired
+            for ref in ("nginx", "rampart-base"):
+                ref_row = next(
+                    (r for r in rows if r["target"] == ref and r["conns"] == row["conns"]), None
+                )
+                if ref_row is not None:
+                    row[f"per_round_ratio_to_{ref}"] = [
+                        round(mine["rps"] / theirs["rps"], 3)
+                        for mine, theirs in zip(row["rounds"], ref_row["rounds"])
+                        if mine["ok"] and theirs["ok"] and theirs["rps"]
+                    ]
             for ref in ("nginx", "direct"):
                 base = next(
                     (r["rps"] for r in rows if r["target"] == ref and r["conns"] == row["conns"]), None
@@ -214,14 +217,14 @@ def main() -> int:
         print()
         print(f"scenario: {scen} -- {data['description']}")
         header = (
-            f"{'target':<9} {'conns':>5} {'req/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'target':<12} {'conns':>5} {'req/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
             f"{'vs nginx':>9} {'vs direct':>9} {'errors':>7}"
         )
         print(header)
         print("-" * len(header))
         for r in data["results"]:
             print(
-                f"{r['target']:<9} {r['conns']:>5} {fmt(r['rps'], ',.0f', 11)} "
+                f"{r['target']:<12} {r['conns']:>5} {fmt(r['rps'], ',.0f', 11)} "
                 f"{fmt(r['p50_ms'], '.3f', 8)} {fmt(r['p99_ms'], '.3f', 8)} "
                 f"{ratio(r['ratio_to_nginx'])} {ratio(r['ratio_to_direct'])} "
                 f"{r['errors']:>7}"
@@ -236,13 +239,14 @@ def main() -> int:
 
             print(f"rampart RSS: idle {mib(rp['idle_rss_kib'])}, peak (VmHWM) {mib(rp['peak_rss_kib'])}")
             for row in data["results"]:
-                paired = row.get("per_round_ratio_to_nginx")
-                if row["target"] == "rampart" and paired:
-                    listed = ", ".join(f"{p:.2f}" for p in paired)
-                    print(
-                        f"rampart/nginx per round (c={row['conns']}): {listed} "
-                        f"(median {median(paired):.2f})"
-                    )
+                for ref in ("nginx", "rampart-base"):
+                    paired = row.get(f"per_round_ratio_to_{ref}")
+                    if row["target"] == "rampart" and paired:
+                        listed = ", ".join(f"{p:.2f}" for p in paired)
+                        print(
+                            f"rampart/{ref} per round (c={row['conns']}): {listed} "
+                            f"(median {median(paired):.2f})"
+                        )
             if rp["died_during_run"]:
                 print("rampart: DIED during the run")
         if data["access_log_lines"]:

@@ -4,7 +4,7 @@
 #   bash bench/run.sh
 #
 # Everything is documented in bench/README.md. Knobs (environment variables):
-#   BENCH_ONLY      targets to run          (default: direct,nginx,haproxy,rampart)
+#   BENCH_ONLY      targets to run          (default: direct,nginx,haproxy,rampart,rampart-base)
 #   BENCH_CONNS     wrk connection counts   (default: "64"; e.g. "16 64 256")
 #   BENCH_DURATION  measured wrk run        (default: 10s)
 #   BENCH_WARMUP    uncounted warmup run    (default: 2s)
@@ -21,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
 cd "$ROOT"
 
-: "${BENCH_ONLY:=direct,nginx,haproxy,rampart}"
+: "${BENCH_ONLY:=direct,nginx,haproxy,rampart,rampart-base}"
 : "${BENCH_CONNS:=64}"
 : "${BENCH_DURATION:=10s}"
 : "${BENCH_WARMUP:=2s}"
@@ -43,9 +43,12 @@ NGINX_ADDR=127.0.0.1:18081
 HAPROXY_ADDR=127.0.0.1:18082
 RAMPART_ADDR=127.0.0.1:18083
 RAMPART_ADMIN=127.0.0.1:19901
+# A second rampart, for scenarios that measure a feature's cost against rampart itself.
+RAMPART_BASE_ADDR=127.0.0.1:18084
+RAMPART_BASE_ADMIN=127.0.0.1:19902
 RAMPART_READY_TIMEOUT=20   # seconds
 
-ALL_TARGETS=(direct nginx haproxy rampart)
+ALL_TARGETS=(direct nginx haproxy rampart rampart-base)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -61,9 +64,11 @@ die() { log "ERROR: $*"; exit 1; }
 #   SCEN_RAMPART_CONFIG  rampart config (must listen on $RAMPART_ADDR, admin on $RAMPART_ADMIN)
 #   SCEN_NGINX_CONF      nginx config   (listen $NGINX_ADDR)
 #   SCEN_HAPROXY_CFG     HAProxy config (bind $HAPROXY_ADDR)
+#   SCEN_RAMPART_BASE_CONFIG  optional: a second rampart ("rampart-base", on $RAMPART_BASE_ADDR,
+#                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain)
+SCENARIOS=(plain security security-es256)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -71,8 +76,31 @@ scenario_plain() {
   SCEN_WRK_ARGS=()
   SCEN_TARGETS="direct,nginx,haproxy,rampart"
   SCEN_RAMPART_CONFIG="$BENCH/rampart.toml"
+  SCEN_RAMPART_BASE_CONFIG=""
   SCEN_NGINX_CONF="$BENCH/nginx.conf"
   SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+# The full edge-security stack (JWT verification, security headers, CORS, attack filtering in
+# block mode) against the same rampart as a plain proxy, in alternating runs.
+scenario_security() {
+  SCEN_DESC="GET /api/items?page=2&sort=name with a Bearer JWT (HS256) and an Origin: JWT + headers + CORS + attack filter vs plain rampart"
+  SCEN_PATH="/api/items?page=2&sort=name"
+  SCEN_WRK_ARGS=(-H "Authorization: Bearer $(cat "$TMP/hs256.jwt")" -H "Origin: https://app.example.com"
+    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+    -H "Accept: application/json" -H "Accept-Language: en-US,en;q=0.9" -H "Cookie: theme=dark; consent=yes")
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-security.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+scenario_security-es256() {
+  scenario_security
+  SCEN_DESC="as security, with an ES256 JWT verified against a PEM public key"
+  SCEN_WRK_ARGS[1]="Authorization: Bearer $(cat "$TMP/es256.jwt")"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-security-es256.toml"
 }
 
 # ---------------------------------------------------------------------------
@@ -250,29 +278,30 @@ start_haproxy() { # scenario
 }
 
 # Returns non-zero (and says why) if rampart can't be benchmarked; never dies.
-start_rampart() { # scenario
-  local dir="$TMP/$1/rampart"
+start_rampart() { # scenario name addr admin config
+  local name=$2 addr=$3 admin=$4 config=$5
+  local dir="$TMP/$1/$name"
   mkdir -p "$dir"
   if ((RAMPART_BUILT != 1)) || [[ ! -x "$RAMPART_BIN" ]]; then
     RAMPART_SKIP_REASON="not built"
     return 1
   fi
-  if port_in_use "$RAMPART_ADDR" || port_in_use "$RAMPART_ADMIN"; then
-    RAMPART_SKIP_REASON="$RAMPART_ADDR or $RAMPART_ADMIN already in use"
+  if port_in_use "$addr" || port_in_use "$admin"; then
+    RAMPART_SKIP_REASON="$addr or $admin already in use"
     return 1
   fi
   # stdout is rampart's access log.
-  start_bg rampart "$dir/access.log" "$dir/stderr" "$RAMPART_BIN" serve --config "$SCEN_RAMPART_CONFIG"
-  if ! wait_http rampart "http://$RAMPART_ADMIN/health/ready" "$RAMPART_READY_TIMEOUT"; then
-    if kill -0 "${PID_OF[rampart]}" 2>/dev/null; then
+  start_bg "$name" "$dir/access.log" "$dir/stderr" env BENCH_TMP="$TMP" "$RAMPART_BIN" serve --config "$config"
+  if ! wait_http "$name" "http://$admin/health/ready" "$RAMPART_READY_TIMEOUT"; then
+    if kill -0 "${PID_OF[$name]}" 2>/dev/null; then
       RAMPART_SKIP_REASON="not ready after ${RAMPART_READY_TIMEOUT}s"
     else
       RAMPART_SKIP_REASON="exited at startup: $(tail -q -n 3 "$dir/stderr" "$dir/access.log" 2>/dev/null | tr "\n" " " | cut -c1-300)"
     fi
-    stop_proc rampart
+    stop_proc "$name"
     return 1
   fi
-  log "rampart ready on $RAMPART_ADDR (pid ${PID_OF[rampart]})"
+  log "$name ready on $addr (pid ${PID_OF[$name]})"
 }
 
 target_url() { # target
@@ -281,6 +310,7 @@ target_url() { # target
     nginx) echo "http://$NGINX_ADDR$SCEN_PATH" ;;
     haproxy) echo "http://$HAPROXY_ADDR$SCEN_PATH" ;;
     rampart) echo "http://$RAMPART_ADDR$SCEN_PATH" ;;
+    rampart-base) echo "http://$RAMPART_BASE_ADDR$SCEN_PATH" ;;
   esac
 }
 
@@ -327,9 +357,18 @@ run_scenario() { # name
       direct) active+=(direct) ;;
       nginx) start_nginx "$scen"; active+=(nginx) ;;
       haproxy) start_haproxy "$scen"; active+=(haproxy) ;;
+      rampart-base)
+        [[ -n "$SCEN_RAMPART_BASE_CONFIG" ]] || continue
+        RAMPART_SKIP_REASON=""
+        if start_rampart "$scen" rampart-base "$RAMPART_BASE_ADDR" "$RAMPART_BASE_ADMIN" "$SCEN_RAMPART_BASE_CONFIG"; then
+          active+=(rampart-base)
+        else
+          log "RAMPART-BASE SKIPPED ($scen): $RAMPART_SKIP_REASON"
+        fi
+        ;;
       rampart)
         RAMPART_SKIP_REASON=""
-        if start_rampart "$scen"; then
+        if start_rampart "$scen" rampart "$RAMPART_ADDR" "$RAMPART_ADMIN" "$SCEN_RAMPART_CONFIG"; then
           active+=(rampart)
           sleep 0.5
           meta "$scen" rampart_idle_rss_kib "$(proc_status_kib "${PID_OF[rampart]}" VmRSS)"
@@ -360,7 +399,7 @@ run_scenario() { # name
     kill -0 "${PID_OF[rampart]}" 2>/dev/null || meta "$scen" rampart_died "yes"
   fi
   sleep 0.5   # let buffered access logs settle before counting lines
-  for t in nginx haproxy rampart; do
+  for t in nginx haproxy rampart rampart-base; do
     [[ -n "${PID_OF[$t]:-}" ]] || continue
     stop_proc "$t"   # flushes nginx's buffered access log
     local logfile="$TMP/$scen/$t/access.log"
@@ -394,6 +433,7 @@ main() {
   TMP="$(mktemp -d -t rampart-bench.XXXXXX)"
   : >"$TMP/manifest.tsv"
   : >"$TMP/meta.tsv"
+  python3 "$BENCH/make_tokens.py" "$TMP" || die "could not make the benchmark tokens"
 
   local ntargets=0 nconns
   for t in ${BENCH_ONLY//,/ }; do ntargets=$((ntargets + 1)); done
