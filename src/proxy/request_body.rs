@@ -187,7 +187,7 @@ mod tests {
             .await
             .unwrap();
         let started = Instant::now();
-        let error = body.collect().await.err().expect("times out");
+        let error = body.collect().await.expect_err("times out");
         // 5 s grace + 2000 bytes earned 2 s.
         assert_eq!(started.elapsed().as_secs(), 7);
         assert!(body_failure(error.as_ref()) == Some(BodyFailure::TooSlow));

@@ -257,7 +257,7 @@ impl CorsPolicy {
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty());
         for name in requested_headers {
-            if !self.headers.iter().any(|allowed| *allowed == name) {
+            if !self.headers.contains(&name) {
                 return CorsDecision::PreflightRefused("a requested header is not allowed");
             }
         }
