@@ -367,6 +367,7 @@ type = "jwt"
 algorithms = ["ES256"]
 jwks_url = "{jwks_url}"
 jwks_min_refresh_interval = "1s"
+leeway = "0s"
 [auth.forward]
 x-user-id = "sub"
 
@@ -426,6 +427,17 @@ upstream = "app"
     )
     .await;
     assert_eq!(status, 401, "A is no longer accepted");
+
+    // A verified token is cached, but its claims are checked on every request: it still
+    // expires on time.
+    let short = json!({"sub": "u-1", "iat": now(), "exp": now() + 2});
+    let token = with(es256("b", &der_b, &short));
+    let (status, _, _) = call(&client, &target, &[("authorization", &token)]).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, _, body) = call(&client, &target, &[("authorization", &token)]).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["type"], "token_expired");
 
     // HS256 signed with the public key as the secret is refused on an ES256 provider.
     let public_pem = key_b.public_key().as_ref().to_vec();

@@ -19,6 +19,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
+use super::verified::VerifiedTokens;
+
 use super::claims::ClaimPolicy;
 use super::failure::AuthFailure;
 use super::identity::{ForwardRule, parse_forward};
@@ -35,6 +37,7 @@ const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// Settings checked and turned into what a verifier needs (no network yet).
 pub(crate) struct PreparedJwt {
+    pub(crate) verified_token_cache: usize,
     pub(crate) algs: Vec<Alg>,
     pub(crate) keys: PreparedKeys,
     pub(crate) policy: ClaimPolicy,
@@ -201,6 +204,7 @@ pub(crate) fn prepare(s: &JwtSettings, base_dir: &Path) -> Result<PreparedJwt, P
             },
             source: TokenSource::new(token_header, s.cookie.as_deref()),
             max_token_bytes: s.max_token_bytes,
+            verified_token_cache: s.verified_token_cache,
             forward,
         }),
         _ => Err(problems),
@@ -340,6 +344,8 @@ pub(crate) struct JwtVerifier {
     source: TokenSource,
     max_token_bytes: usize,
     pub(crate) forward: Vec<ForwardRule>,
+    /// Tokens whose signature already verified; public-key providers only.
+    verified: Option<VerifiedTokens>,
 }
 
 enum Keys {
@@ -365,7 +371,13 @@ impl JwtVerifier {
                 Keys::Jwks(cache, task)
             }
         };
+        let asymmetric = prepared.algs.iter().all(|alg| !alg.is_symmetric());
         Ok(JwtVerifier {
+            verified: VerifiedTokens::new(if asymmetric {
+                prepared.verified_token_cache
+            } else {
+                0
+            }),
             algs: prepared.algs,
             keys,
             policy: prepared.policy,
@@ -385,6 +397,24 @@ impl JwtVerifier {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let Some(verified) = &self.verified else {
+            return self.verify_signature(token, now).await;
+        };
+        let generation = match &self.keys {
+            Keys::Static(_) => 0,
+            Keys::Jwks(cache, _) => cache.generation(),
+        };
+        if let Some(claims) = verified.get(token, generation) {
+            self.policy.check(&claims, now)?;
+            return Ok(Value::clone(&claims));
+        }
+        let claims = self.verify_signature(token, now).await?;
+        verified.insert(token, generation, Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    /// Full verification: signature, then claims.
+    async fn verify_signature(&self, token: &str, now: f64) -> Result<Value, AuthFailure> {
         match &self.keys {
             Keys::Static(ring) => match self.attempt(token, now, |alg, _| match ring.get(alg) {
                 Some(key) => Lookup::Found(key),

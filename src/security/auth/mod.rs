@@ -43,6 +43,7 @@ mod keys;
 mod rules;
 mod settings;
 mod token;
+mod verified;
 
 pub use authenticator::{AuthBuildError, Authenticator, authenticate_any};
 pub use de::SecretString;

@@ -23,6 +23,7 @@
 //! | `token_header` | `"authorization"` | header with `Bearer <token>` (other headers: prefix optional) |
 //! | `cookie` | none | cookie with the token, tried when the header has none |
 //! | `max_token_bytes` | `8192` | longer tokens are refused before decoding (64–65536) |
+//! | `verified_token_cache` | `10000` | tokens whose signature verified, kept so that public-key algorithms verify each token once (claims are still checked on every request; a JWKS refresh empties it); `0` turns it off |
 //! | `[auth.forward]` | none | identity header → claim path (arrays joined with `,`) |
 //!
 //! `type = "api_key"`:
@@ -120,6 +121,9 @@ pub struct JwtSettings {
     /// Tokens longer than this are refused before any decoding.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Tokens kept after their signature verified (public-key algorithms only; 0 = off).
+    #[serde(default = "default_verified_token_cache")]
+    pub verified_token_cache: usize,
     /// Identity headers sent upstream: header name → claim path (dotted; arrays joined with ",").
     #[serde(default)]
     pub forward: BTreeMap<String, String>,
@@ -185,6 +189,9 @@ fn default_token_header() -> String {
     "authorization".to_owned()
 }
 pub(crate) const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+fn default_verified_token_cache() -> usize {
+    10_000
+}
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
 }
