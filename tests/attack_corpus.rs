@@ -73,7 +73,7 @@ fn encode(payload: &str, extra: &[u8]) -> String {
     let mut out = String::new();
     for &b in payload.as_bytes() {
         let forbidden =
-            b < 0x20 || b >= 0x7f || b == b' ' || b"\"<>`{}\\|^".contains(&b) || extra.contains(&b);
+            !(0x21..0x7f).contains(&b) || b"\"<>`{}\\|^".contains(&b) || extra.contains(&b);
         if forbidden {
             out.push_str(&format!("%{b:02X}"));
         } else {

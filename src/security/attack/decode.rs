@@ -79,7 +79,7 @@ fn needs_work(b: &[u8]) -> bool {
 /// becomes U+FFFD.
 pub(crate) fn percent_decode(s: &str, plus: bool) -> Cow<'_, str> {
     let b = s.as_bytes();
-    if !b.contains(&b'%') && !(plus && b.contains(&b'+')) {
+    if !(b.contains(&b'%') || plus && b.contains(&b'+')) {
         return Cow::Borrowed(s);
     }
     let mut out: Vec<u8> = Vec::with_capacity(b.len());
@@ -300,13 +300,13 @@ pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
     let mut i = 0;
     let mut changed = false;
     while i < b.len() {
-        if b[i] == b'\\' {
-            if let Some((ch, len)) = escape_at(b, i) {
-                out.push(ch);
-                i += len;
-                changed = true;
-                continue;
-            }
+        if b[i] == b'\\'
+            && let Some((ch, len)) = escape_at(b, i)
+        {
+            out.push(ch);
+            i += len;
+            changed = true;
+            continue;
         }
         let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
         out.push(ch);

@@ -45,7 +45,7 @@ pub(crate) struct Rule {
 use Category::{CommandInjection as Cmdi, Scanner, Sqli, Traversal, Xss};
 use scope::ALL;
 
-const QUOTES: &[&str] = &["'", "\"", "`", ")"];
+const QUOTES: &[&str] = &["'", "\"", "`"];
 const BOOL_OPS: &[&str] = &["or", "and", "||", "&&"];
 const SEPARATORS: &[&str] = &[";", "|", "&", "\n"];
 /// Unambiguous command names: after a shell separator they are a command.
@@ -171,7 +171,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Sqli,
         score: 8,
         scopes: ALL,
-        triggers: &[&["select"], &["("]],
+        triggers: &[&["select"]],
         check: Check::Regex(r"\(\s*select\b(?:[^)]*\bfrom\b|\s*\(|\s+\d|\s+\w+\s*\()"),
     },
     Rule {
@@ -445,7 +445,8 @@ pub(crate) static RULES: &[Rule] = &[
         category: Xss,
         score: 10,
         scopes: ALL,
-        triggers: &[&[":"], &["j", "v"]],
+        // Any single split of "javascript" by whitespace keeps "java" or "cript" whole.
+        triggers: &[&[":"], &["java", "cript"]],
         check: Check::Regex(
             r#"(?:^|[\s"'=(<,;:`])(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:\s*(?:[\w$.\[\]]+\s*[(`=]|/[/*]|\{|void\b|%)"#,
         ),
@@ -662,7 +663,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Cmdi,
         score: 10,
         scopes: ALL,
-        triggers: &[&["("], &["{"]],
+        triggers: &[&["()", "( )"], &["{"]],
         check: Check::Regex(r"\(\s*\)\s*\{[^}]{0,40};\s*\}\s*;"),
     },
     Rule {
