@@ -6,7 +6,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
-use super::decode::{Normalized, fold_case};
+use super::decode::{Normalized, fold_case_into};
 use super::rules::{Check, Rule};
 
 /// Most rules the engine holds (group masks live in a fixed array on the stack).
@@ -58,7 +58,7 @@ impl Engine {
                 }
             }
             let regex = match &rule.check {
-                Check::Regex(re) | Check::Scored(re, _) => {
+                Check::Regex(re) | Check::Unfolded(re) | Check::Scored(re, _) => {
                     Some(Regex::new(re).map_err(|e| format!("rule {}: bad regex: {e}", rule.id))?)
                 }
                 Check::NullByte => {
@@ -91,10 +91,13 @@ impl Engine {
 
     /// Runs the rules that apply to `scope` over one normalized value; calls `hit` with each
     /// rule that fired and its score.
+    /// `scratch` is reused for the lowercased text, so a caller scanning many values allocates
+    /// it once.
     pub(crate) fn scan(
         &self,
         value: &Normalized<'_>,
         scope: u8,
+        scratch: &mut String,
         mut hit: impl FnMut(&'static Rule, u32),
     ) {
         let text: &str = &value.text;
@@ -117,13 +120,23 @@ impl Engine {
         if !any {
             return;
         }
-        let mut lower = None;
+        let mut folded = false;
         for (c, &seen) in self.rules.iter().zip(&groups) {
             if seen != c.full || seen == 0 || c.rule.scopes & scope == 0 {
                 continue;
             }
             let Some(re) = &c.regex else { continue };
-            let lower: &str = lower.get_or_insert_with(|| fold_case(text));
+            if let Check::Unfolded(_) = c.rule.check {
+                if re.is_match(text) {
+                    hit(c.rule, c.rule.score);
+                }
+                continue;
+            }
+            if !folded {
+                fold_case_into(text, scratch);
+                folded = true;
+            }
+            let lower: &str = scratch;
             let score = match &c.rule.check {
                 Check::Scored(_, score) => score(re, lower, scope),
                 _ if re.is_match(lower) => c.rule.score,
@@ -145,7 +158,10 @@ mod tests {
     fn hits(text: &str, sc: u8) -> Vec<(&'static str, u32)> {
         let engine = Engine::new(RULES.iter()).expect("rules compile");
         let mut out = Vec::new();
-        engine.scan(&normalize(text, 3), sc, |r, s| out.push((r.id, s)));
+        let mut scratch = String::new();
+        engine.scan(&normalize(text, 3), sc, &mut scratch, |r, s| {
+            out.push((r.id, s))
+        });
         out
     }
 

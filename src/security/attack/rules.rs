@@ -24,6 +24,10 @@ pub(crate) mod scope {
 pub(crate) enum Check {
     /// Fires with the rule's score when the regex matches.
     Regex(&'static str),
+    /// Like `Regex`, but run on the text before case folding (the regex must be
+    /// case-insensitive itself): for cheap anchored checks that often trigger, so that they do
+    /// not pay for a lowercase copy.
+    Unfolded(&'static str),
     /// The function gets the compiled regex, the text and the scope, and returns the score
     /// (0 = no match).
     Scored(&'static str, fn(&Regex, &str, u8) -> u32),
@@ -599,7 +603,17 @@ pub(crate) static RULES: &[Rule] = &[
         category: Traversal,
         score: 10,
         scopes: ALL,
-        triggers: &[&["://"]],
+        triggers: &[&[
+            "php://",
+            "phar://",
+            "zip://",
+            "expect://",
+            "glob://",
+            "zlib://",
+            "jar://",
+            "gopher://",
+            "dict://",
+        ]],
         check: Check::Regex(r"\b(?:php|phar|zip|expect|glob|compress\.zlib|jar|gopher|dict)://"),
     },
     Rule {
@@ -732,7 +746,7 @@ pub(crate) static RULES: &[Rule] = &[
         score: 6,
         scopes: ALL,
         triggers: &[SEPARATORS],
-        check: Check::Regex(r"^\s*(?:;|\|\|?|&&?)\s*[a-z/{$]"),
+        check: Check::Unfolded(r"(?i)^\s*(?:;|\|\|?|&&?)\s*[a-z/{$]"),
     },
     Rule {
         id: "cmdi-powershell",
