@@ -206,6 +206,9 @@ mod tests {
                 .map_or(0, |(_, s)| s)
         };
         assert_eq!(score("/files/../x", scope::PATH), 10);
+        assert_eq!(score("/files/..", scope::PATH), 10);
+        assert_eq!(score("/a/..;/b", scope::PATH), 10);
+        assert_eq!(score("/files/v1../x", scope::PATH), 4);
         assert_eq!(score("../../x", scope::QUERY), 10);
         assert_eq!(score("../x", scope::QUERY), 5);
         assert_eq!(score("import a from '../../../b'", scope::BODY), 6);

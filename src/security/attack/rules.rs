@@ -868,7 +868,12 @@ fn score_dot_dot(re: &Regex, text: &str, scope: u8) -> u32 {
         return 0;
     }
     if scope == scope::PATH {
-        return 10;
+        // Only whole dot-dot segments (`..`, `....`, `..;x`): `/v1../x` is a name.
+        let dot_segment = text.split(['/', '\\']).any(|seg| {
+            let head = seg.split(';').next().unwrap_or(seg);
+            head.len() >= 2 && head.bytes().all(|b| b == b'.')
+        });
+        return if dot_segment { 10 } else { 4 };
     }
     let bare = !text.contains([' ', '\n']);
     match (bare, count) {
