@@ -2,9 +2,10 @@
 //! urlencoded forms (each field), multipart (text parts and file names, never file contents),
 //! and other bodies as text when they are UTF-8 and under 64 KiB.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::detector::{Collector, label};
 use super::request::inspect_pairs;
@@ -22,12 +23,17 @@ pub(crate) fn inspect(body: &[u8], content_type: Option<&str>, c: &mut Collector
     let is = |m: &str| media.eq_ignore_ascii_case(m);
     let lower_media = media.to_ascii_lowercase();
     if is("application/json") || lower_media.ends_with("+json") {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(v) => {
-                let mut path = Vec::new();
-                walk_json(&v, &mut path, c);
-            }
-            Err(_) => inspect_text(body, c),
+        // Streamed: strings are inspected where they lie in the body, no tree is built.
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let mut path = Vec::new();
+        let walked = Walk {
+            path: &mut path,
+            c: &mut *c,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+        if walked.is_err() {
+            inspect_text(body, c);
         }
     } else if is("application/x-www-form-urlencoded") {
         inspect_pairs(&String::from_utf8_lossy(body), scope::BODY, "body:form:", c);
@@ -50,7 +56,7 @@ fn inspect_text(body: &[u8], c: &mut Collector<'_>) {
 }
 
 enum Seg<'a> {
-    Key(&'a str),
+    Key(Cow<'a, str>),
     Index(usize),
 }
 
@@ -78,28 +84,119 @@ fn json_location(path: &[Seg<'_>]) -> String {
     out
 }
 
-fn walk_json<'v>(v: &'v Value, path: &mut Vec<Seg<'v>>, c: &mut Collector<'_>) {
-    match v {
-        Value::String(s) => c.value(s, 3, scope::BODY, || json_location(path)),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
-                walk_json(item, path, c);
-                path.pop();
+/// Visits one JSON value: strings and keys are inspected, containers walked with the path
+/// kept up to date, everything else ignored.
+struct Walk<'a, 'd, 'de> {
+    path: &'a mut Vec<Seg<'de>>,
+    c: &'a mut Collector<'d>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        let path = &*self.path;
+        self.c.value(s, 3, scope::BODY, || json_location(path));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for i in 0.. {
+            self.path.push(Seg::Index(i));
+            let more = seq.next_element_seed(Walk {
+                path: &mut *self.path,
+                c: &mut *self.c,
+            });
+            self.path.pop();
+            if more?.is_none() {
+                break;
             }
         }
-        Value::Object(map) => {
-            for (key, item) in map {
-                if c.excluded(key) {
-                    continue;
-                }
-                path.push(Seg::Key(key));
-                c.value(key, 3, scope::BODY, || json_location(path));
-                walk_json(item, path, c);
-                path.pop();
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(Key)? {
+            if self.c.excluded(&key) {
+                map.next_value::<IgnoredAny>()?;
+                continue;
             }
+            self.path.push(Seg::Key(key));
+            if let Some(Seg::Key(k)) = self.path.last() {
+                let path = &*self.path;
+                self.c.value(k, 3, scope::BODY, || json_location(path));
+            }
+            let value = map.next_value_seed(Walk {
+                path: &mut *self.path,
+                c: &mut *self.c,
+            });
+            self.path.pop();
+            value?;
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
     }
 }
 

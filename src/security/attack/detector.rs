@@ -118,6 +118,8 @@ pub(crate) struct Collector<'d> {
     pub detector: &'d Detector,
     pub matches: Vec<Match>,
     pub score: u32,
+    /// Reused for each value's lowercased text.
+    scratch: String,
 }
 
 impl<'d> Collector<'d> {
@@ -126,6 +128,7 @@ impl<'d> Collector<'d> {
             detector,
             matches: Vec::new(),
             score: 0,
+            scratch: String::new(),
         }
     }
 
@@ -142,7 +145,9 @@ impl<'d> Collector<'d> {
         let mut hits: Vec<(&'static Rule, u32)> = Vec::new();
         self.detector
             .engine
-            .scan(&normalized, scope, |rule, score| hits.push((rule, score)));
+            .scan(&normalized, scope, &mut self.scratch, |rule, score| {
+                hits.push((rule, score))
+            });
         if hits.is_empty() {
             return;
         }

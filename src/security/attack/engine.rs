@@ -6,23 +6,25 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
-use super::decode::{Normalized, fold_case};
+use super::decode::{Normalized, fold_case_into};
 use super::rules::{Check, Rule};
 
-/// Bit words for the set of literals seen in a value (512 distinct literals at most).
-const WORDS: usize = 8;
-type Bits = [u64; WORDS];
+/// Most rules the engine holds (group masks live in a fixed array on the stack).
+const MAX_RULES: usize = 128;
 
 struct Compiled {
     rule: &'static Rule,
     regex: Option<Regex>,
-    /// One mask per trigger group: the rule runs when every mask meets the fired literals.
-    groups: Vec<Bits>,
+    /// One bit per trigger group: the rule runs when all of them are set.
+    full: u8,
 }
 
 pub(crate) struct Engine {
     prefilter: AhoCorasick,
+    /// For each trigger literal: the (rule index, group bit) pairs it satisfies.
+    satisfies: Vec<Vec<(u8, u8)>>,
     rules: Vec<Compiled>,
+    null_byte_rules: Vec<usize>,
 }
 
 impl Engine {
@@ -30,37 +32,47 @@ impl Engine {
     /// configuration problem).
     pub(crate) fn new(rules: impl IntoIterator<Item = &'static Rule>) -> Result<Engine, String> {
         let mut literals: Vec<String> = Vec::new();
+        let mut satisfies: Vec<Vec<(u8, u8)>> = Vec::new();
         let mut compiled = Vec::new();
+        let mut null_byte_rules = Vec::new();
         for rule in rules {
-            let mut groups = Vec::new();
-            for group in rule.triggers {
-                let mut mask: Bits = [0; WORDS];
+            let index = compiled.len();
+            if index >= MAX_RULES || rule.triggers.len() > 8 {
+                return Err(format!(
+                    "rule {}: too many rules or trigger groups",
+                    rule.id
+                ));
+            }
+            for (g, group) in rule.triggers.iter().enumerate() {
                 for lit in *group {
                     let lit = lit.to_ascii_lowercase();
                     let id = match literals.iter().position(|l| *l == lit) {
                         Some(id) => id,
                         None => {
                             literals.push(lit);
+                            satisfies.push(Vec::new());
                             literals.len() - 1
                         }
                     };
-                    if id >= WORDS * 64 {
-                        return Err("too many trigger literals".to_string());
-                    }
-                    mask[id / 64] |= 1 << (id % 64);
+                    satisfies[id].push((index as u8, 1 << g));
                 }
-                groups.push(mask);
             }
             let regex = match &rule.check {
-                Check::Regex(re) | Check::Scored(re, _) => {
+                Check::Regex(re) | Check::Unfolded(re) | Check::Scored(re, _) => {
                     Some(Regex::new(re).map_err(|e| format!("rule {}: bad regex: {e}", rule.id))?)
                 }
-                Check::NullByte => None,
+                Check::NullByte => {
+                    null_byte_rules.push(index);
+                    None
+                }
             };
+            if regex.is_some() && rule.triggers.is_empty() {
+                return Err(format!("rule {}: a regex rule needs triggers", rule.id));
+            }
             compiled.push(Compiled {
                 rule,
                 regex,
-                groups,
+                full: ((1u16 << rule.triggers.len()) - 1) as u8,
             });
         }
         let prefilter = AhoCorasick::builder()
@@ -71,64 +83,70 @@ impl Engine {
             .map_err(|e| format!("trigger automaton: {e}"))?;
         Ok(Engine {
             prefilter,
+            satisfies,
             rules: compiled,
+            null_byte_rules,
         })
     }
 
     /// Runs the rules that apply to `scope` over one normalized value; calls `hit` with each
     /// rule that fired and its score.
+    /// `scratch` is reused for the lowercased text, so a caller scanning many values allocates
+    /// it once.
     pub(crate) fn scan(
         &self,
         value: &Normalized<'_>,
         scope: u8,
+        scratch: &mut String,
         mut hit: impl FnMut(&'static Rule, u32),
     ) {
         let text: &str = &value.text;
-        let mut fired: Bits = [0; WORDS];
+        if value.null_byte {
+            for &i in &self.null_byte_rules {
+                let rule = self.rules[i].rule;
+                if rule.scopes & scope != 0 {
+                    hit(rule, rule.score);
+                }
+            }
+        }
+        let mut groups = [0u8; MAX_RULES];
         let mut any = false;
         for m in self.prefilter.find_overlapping_iter(text) {
-            let id = m.pattern().as_usize();
-            fired[id / 64] |= 1 << (id % 64);
-            any = true;
+            for &(rule, bit) in &self.satisfies[m.pattern().as_usize()] {
+                groups[usize::from(rule)] |= bit;
+                any = true;
+            }
         }
-        if !any && !value.null_byte {
+        if !any {
             return;
         }
-        let mut lower = None;
-        for c in &self.rules {
-            if c.rule.scopes & scope == 0 {
+        let mut folded = false;
+        for (c, &seen) in self.rules.iter().zip(&groups) {
+            if seen != c.full || seen == 0 || c.rule.scopes & scope == 0 {
                 continue;
             }
-            let score = match (&c.rule.check, &c.regex) {
-                (Check::NullByte, _) => {
-                    if value.null_byte {
-                        c.rule.score
-                    } else {
-                        0
-                    }
+            let Some(re) = &c.regex else { continue };
+            if let Check::Unfolded(_) = c.rule.check {
+                if re.is_match(text) {
+                    hit(c.rule, c.rule.score);
                 }
-                (check, Some(re)) => {
-                    if !any || !c.groups.iter().all(|g| intersects(g, &fired)) {
-                        continue;
-                    }
-                    let lower: &str = lower.get_or_insert_with(|| fold_case(text));
-                    match check {
-                        Check::Scored(_, score) => score(re, lower, scope),
-                        _ if re.is_match(lower) => c.rule.score,
-                        _ => 0,
-                    }
-                }
-                (_, None) => 0,
+                continue;
+            }
+            if !folded {
+                fold_case_into(text, scratch);
+                folded = true;
+            }
+            let lower: &str = scratch;
+            let score = match &c.rule.check {
+                Check::Scored(_, score) => score(re, lower, scope),
+                _ if re.is_match(lower) => c.rule.score,
+                _ => 0,
             };
             if score > 0 {
                 hit(c.rule, score);
             }
         }
     }
-}
-
-fn intersects(a: &Bits, b: &Bits) -> bool {
-    a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 
 #[cfg(test)]
@@ -140,7 +158,10 @@ mod tests {
     fn hits(text: &str, sc: u8) -> Vec<(&'static str, u32)> {
         let engine = Engine::new(RULES.iter()).expect("rules compile");
         let mut out = Vec::new();
-        engine.scan(&normalize(text, 3), sc, |r, s| out.push((r.id, s)));
+        let mut scratch = String::new();
+        engine.scan(&normalize(text, 3), sc, &mut scratch, |r, s| {
+            out.push((r.id, s))
+        });
         out
     }
 
@@ -185,6 +206,9 @@ mod tests {
                 .map_or(0, |(_, s)| s)
         };
         assert_eq!(score("/files/../x", scope::PATH), 10);
+        assert_eq!(score("/files/..", scope::PATH), 10);
+        assert_eq!(score("/a/..;/b", scope::PATH), 10);
+        assert_eq!(score("/files/v1../x", scope::PATH), 4);
         assert_eq!(score("../../x", scope::QUERY), 10);
         assert_eq!(score("../x", scope::QUERY), 5);
         assert_eq!(score("import a from '../../../b'", scope::BODY), 6);

@@ -27,7 +27,7 @@
 //! categories.
 //!
 //! # Decoding
-//! Before matching, each value is decoded so encodings do not slip through ([`decode`]):
+//! Before matching, each value is decoded so encodings do not slip through (module `decode`):
 //! URL decoding repeated until stable (at most 3 rounds, counting the query/form parser's round,
 //! which is the only one reading `+` as a space; `%uXXXX` and overlong UTF-8 such as `%c0%af`
 //! included), HTML character references (named, decimal, hex, with or without `;`), `\uXXXX` and
@@ -57,12 +57,16 @@
 //! 4, and `<b>hi</b>` scores 3.
 //!
 //! # Speed
-//! Rules are matched behind an Aho-Corasick prefilter of literal triggers ([`engine`]); regexes
-//! run only on values where a rule's triggers all appeared, and decoding allocates only when a
-//! value has something to decode. The `benign_request_cost` and `json_request_cost` tests print
-//! the time per request as information (`cargo test --release --lib security::attack --
-//! --nocapture cost`); on the 2-core development machine a typical benign request (path, small
-//! query, 10 ordinary headers) takes about a microsecond.
+//! Rules are matched behind an Aho-Corasick prefilter of literal triggers (module `engine`); regexes
+//! run only on values where all of a rule's trigger groups appeared, decoding allocates only
+//! when a value has something to decode, the lowercase copy is made once per request into a
+//! reused buffer and only for values whose triggers fired, and JSON bodies are streamed (no
+//! tree is built). The `benign_request_cost` and `json_request_cost` tests print the time per
+//! request as information only (`cargo test --release --lib security::attack -- --nocapture
+//! --test-threads=1 cost`). Measured on the 2-core development machine, release build: a
+//! benign GET (`/api/items/42`, a 3-parameter query, 10 ordinary headers) about 1.3 µs; a chat
+//! JSON POST with the same headers and a 300-byte body of prose with apostrophes and quotes
+//! (which wake several SQL rules) about 3.6 µs.
 //!
 //! # Limits
 //! This is signature matching, not parsing: it will miss novel obfuscations, and it flags some

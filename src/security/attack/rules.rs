@@ -24,6 +24,10 @@ pub(crate) mod scope {
 pub(crate) enum Check {
     /// Fires with the rule's score when the regex matches.
     Regex(&'static str),
+    /// Like `Regex`, but run on the text before case folding (the regex must be
+    /// case-insensitive itself): for cheap anchored checks that often trigger, so that they do
+    /// not pay for a lowercase copy.
+    Unfolded(&'static str),
     /// The function gets the compiled regex, the text and the scope, and returns the score
     /// (0 = no match).
     Scored(&'static str, fn(&Regex, &str, u8) -> u32),
@@ -45,7 +49,7 @@ pub(crate) struct Rule {
 use Category::{CommandInjection as Cmdi, Scanner, Sqli, Traversal, Xss};
 use scope::ALL;
 
-const QUOTES: &[&str] = &["'", "\"", "`", ")"];
+const QUOTES: &[&str] = &["'", "\"", "`"];
 const BOOL_OPS: &[&str] = &["or", "and", "||", "&&"];
 const SEPARATORS: &[&str] = &[";", "|", "&", "\n"];
 /// Unambiguous command names: after a shell separator they are a command.
@@ -171,7 +175,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Sqli,
         score: 8,
         scopes: ALL,
-        triggers: &[&["select"], &["("]],
+        triggers: &[&["select"]],
         check: Check::Regex(r"\(\s*select\b(?:[^)]*\bfrom\b|\s*\(|\s+\d|\s+\w+\s*\()"),
     },
     Rule {
@@ -445,7 +449,8 @@ pub(crate) static RULES: &[Rule] = &[
         category: Xss,
         score: 10,
         scopes: ALL,
-        triggers: &[&[":"], &["j", "v"]],
+        // Any single split of "javascript" by whitespace keeps "java" or "cript" whole.
+        triggers: &[&[":"], &["java", "cript"]],
         check: Check::Regex(
             r#"(?:^|[\s"'=(<,;:`])(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:\s*(?:[\w$.\[\]]+\s*[(`=]|/[/*]|\{|void\b|%)"#,
         ),
@@ -598,7 +603,17 @@ pub(crate) static RULES: &[Rule] = &[
         category: Traversal,
         score: 10,
         scopes: ALL,
-        triggers: &[&["://"]],
+        triggers: &[&[
+            "php://",
+            "phar://",
+            "zip://",
+            "expect://",
+            "glob://",
+            "zlib://",
+            "jar://",
+            "gopher://",
+            "dict://",
+        ]],
         check: Check::Regex(r"\b(?:php|phar|zip|expect|glob|compress\.zlib|jar|gopher|dict)://"),
     },
     Rule {
@@ -662,7 +677,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Cmdi,
         score: 10,
         scopes: ALL,
-        triggers: &[&["("], &["{"]],
+        triggers: &[&["()", "( )"], &["{"]],
         check: Check::Regex(r"\(\s*\)\s*\{[^}]{0,40};\s*\}\s*;"),
     },
     Rule {
@@ -731,7 +746,7 @@ pub(crate) static RULES: &[Rule] = &[
         score: 6,
         scopes: ALL,
         triggers: &[SEPARATORS],
-        check: Check::Regex(r"^\s*(?:;|\|\|?|&&?)\s*[a-z/{$]"),
+        check: Check::Unfolded(r"(?i)^\s*(?:;|\|\|?|&&?)\s*[a-z/{$]"),
     },
     Rule {
         id: "cmdi-powershell",
@@ -853,7 +868,12 @@ fn score_dot_dot(re: &Regex, text: &str, scope: u8) -> u32 {
         return 0;
     }
     if scope == scope::PATH {
-        return 10;
+        // Only whole dot-dot segments (`..`, `....`, `..;x`): `/v1../x` is a name.
+        let dot_segment = text.split(['/', '\\']).any(|seg| {
+            let head = seg.split(';').next().unwrap_or(seg);
+            head.len() >= 2 && head.bytes().all(|b| b == b'.')
+        });
+        return if dot_segment { 10 } else { 4 };
     }
     let bare = !text.contains([' ', '\n']);
     match (bare, count) {
