@@ -58,9 +58,10 @@ impl Engine {
                 }
             }
             let regex = match &rule.check {
-                Check::Regex(re) | Check::Unfolded(re) | Check::Scored(re, _) => {
-                    Some(Regex::new(re).map_err(|e| format!("rule {}: bad regex: {e}", rule.id))?)
-                }
+                Check::Regex(re) | Check::Unfolded(re) | Check::Scored(re, _) => Some(
+                    Regex::new(&ascii_classes(re))
+                        .map_err(|e| format!("rule {}: bad regex: {e}", rule.id))?,
+                ),
                 Check::NullByte => {
                     null_byte_rules.push(index);
                     None
@@ -215,4 +216,34 @@ mod tests {
         assert_eq!(score("see ../docs", scope::BODY), 3);
         assert_eq!(score("report..final.pdf", scope::QUERY), 0);
     }
+}
+
+/// Rewrites the Perl classes of a rule's pattern to their ASCII forms (`\w` → `[0-9A-Za-z_]`,
+/// `\b` → `(?-u:\b)`, …). Signatures are ASCII; Unicode classes inside counted repetitions made
+/// the compiled rules weigh tens of megabytes.
+fn ascii_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() * 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('s') => out.push_str("[\\t\\n\\x0B\\f\\r ]"),
+            Some('S') => out.push_str("[^\\t\\n\\x0B\\f\\r ]"),
+            Some('b') => out.push_str("(?-u:\\b)"),
+            Some('B') => out.push_str("(?-u:\\B)"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
