@@ -40,7 +40,7 @@ use super::context::{ConnInfo, InFlight};
 use super::error::ProxyError;
 use super::forwarded;
 use super::headers::remove_hop_by_hop;
-use super::request_body::{BodyFailure, BodyLimits, RequestBody, body_failure};
+use super::request_body::{BodyFailure, BodyLimits, Lingering, RequestBody, body_failure};
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::{Route, Router, request_host};
 use super::upstream::{SendError, Upstream};
@@ -224,6 +224,7 @@ impl Pipeline {
             parts.headers.remove(name);
         }
         let limits = self.body_limits(&route);
+        let body = Lingering::new(body);
         if declared_length(&parts.headers).is_some_and(|length| length > limits.max_bytes) {
             return Err(ProxyError::BodyTooLarge {
                 limit: limits.max_bytes,

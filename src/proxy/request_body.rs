@@ -105,9 +105,74 @@ where
     }
 }
 
+/// How long an unread request body is drained after rampart answered early (a refusal, an
+/// upstream error), so that the client finishes sending and reads the answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(10);
+
+pin_project_lite::pin_project! {
+    /// The client's body; if dropped before its end (rampart answered without reading it all),
+    /// the rest is read and discarded in the background for up to [`LINGER`], like nginx's
+    /// lingering close, so that the client sees the response rather than a broken pipe.
+    pub struct Lingering {
+        #[pin]
+        inner: Option<Incoming>,
+    }
+
+    impl PinnedDrop for Lingering {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let Some(mut body) = this.inner.get_mut().take() else { return };
+            if body.is_end_stream() {
+                return;
+            }
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let drain = async {
+                        while let Some(Ok(_)) = body.frame().await {}
+                    };
+                    let _ = tokio::time::timeout(LINGER, drain).await;
+                });
+            }
+        }
+    }
+}
+
+impl Lingering {
+    pub fn new(incoming: Incoming) -> Self {
+        Self {
+            inner: Some(incoming),
+        }
+    }
+}
+
+impl Body for Lingering {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project().inner.as_pin_mut() {
+            Some(inner) => inner.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
 /// The body as the pipeline holds it: still streaming, or read whole by a check.
 pub enum RequestBody {
-    Streaming(Incoming),
+    Streaming(Lingering),
     Buffered(Bytes),
 }
 
@@ -138,7 +203,7 @@ impl RequestBody {
 }
 
 /// The size limit, and the rate check unless the body is already complete.
-fn guarded(incoming: Incoming, limits: BodyLimits) -> ResponseBody {
+fn guarded(incoming: Lingering, limits: BodyLimits) -> ResponseBody {
     let check_rate = limits.min_rate > 0 && !incoming.is_end_stream();
     if check_rate {
         let slow = MinRateBody::new(incoming, limits.min_rate, limits.grace);
