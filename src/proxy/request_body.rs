@@ -106,8 +106,10 @@ where
 }
 
 /// How long an unread request body is drained after rampart answered early (a refusal, an
-/// upstream error), so that the client finishes sending and reads the answer instead of a reset.
+/// upstream error), so that the client finishes sending and reads the answer instead of a reset;
+/// and how long the drain waits for each next frame (a stalled client is dropped at once).
 const LINGER: Duration = Duration::from_secs(10);
+const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 pin_project_lite::pin_project! {
     /// The client's body; if dropped before its end (rampart answered without reading it all),
@@ -128,7 +130,9 @@ pin_project_lite::pin_project! {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     let drain = async {
-                        while let Some(Ok(_)) = body.frame().await {}
+                        while let Ok(Some(Ok(_))) =
+                            tokio::time::timeout(LINGER_IDLE, body.frame()).await
+                        {}
                     };
                     let _ = tokio::time::timeout(LINGER, drain).await;
                 });

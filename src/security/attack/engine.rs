@@ -150,6 +150,36 @@ impl Engine {
     }
 }
 
+/// Rewrites the Perl classes of a rule's pattern to their ASCII forms (`\w` → `[0-9A-Za-z_]`,
+/// `\b` → `(?-u:\b)`, …). Signatures are ASCII; Unicode classes inside counted repetitions made
+/// the compiled rules weigh tens of megabytes.
+fn ascii_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() * 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('s') => out.push_str("[\\t\\n\\x0B\\f\\r ]"),
+            Some('S') => out.push_str("[^\\t\\n\\x0B\\f\\r ]"),
+            Some('b') => out.push_str("(?-u:\\b)"),
+            Some('B') => out.push_str("(?-u:\\B)"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::decode::normalize;
@@ -216,34 +246,4 @@ mod tests {
         assert_eq!(score("see ../docs", scope::BODY), 3);
         assert_eq!(score("report..final.pdf", scope::QUERY), 0);
     }
-}
-
-/// Rewrites the Perl classes of a rule's pattern to their ASCII forms (`\w` → `[0-9A-Za-z_]`,
-/// `\b` → `(?-u:\b)`, …). Signatures are ASCII; Unicode classes inside counted repetitions made
-/// the compiled rules weigh tens of megabytes.
-fn ascii_classes(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() * 2);
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('w') => out.push_str("[0-9A-Za-z_]"),
-            Some('W') => out.push_str("[^0-9A-Za-z_]"),
-            Some('d') => out.push_str("[0-9]"),
-            Some('D') => out.push_str("[^0-9]"),
-            Some('s') => out.push_str("[\\t\\n\\x0B\\f\\r ]"),
-            Some('S') => out.push_str("[^\\t\\n\\x0B\\f\\r ]"),
-            Some('b') => out.push_str("(?-u:\\b)"),
-            Some('B') => out.push_str("(?-u:\\B)"),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
 }

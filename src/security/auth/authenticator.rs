@@ -45,7 +45,7 @@ pub struct Authenticator {
 }
 
 enum Inner {
-    Jwt(JwtVerifier),
+    Jwt(Box<JwtVerifier>),
     ApiKey(ApiKeyVerifier),
 }
 
@@ -87,7 +87,7 @@ impl Authenticator {
                         url: s.jwks_url.clone().unwrap_or_default(),
                         reason,
                     })?;
-                Inner::Jwt(verifier)
+                Inner::Jwt(Box::new(verifier))
             }
             AuthSettings::ApiKey(s) => Inner::ApiKey(ApiKeyVerifier::new(
                 api_key::prepare(s, base_dir).map_err(invalid)?,
