@@ -481,3 +481,64 @@ require = { role = "admin" }
         .unwrap_err();
     assert_eq!(errors.0[0].key, "route[0].require", "{errors}");
 }
+
+#[tokio::test]
+async fn cookie_sessions_get_csrf_protection_by_default() {
+    let app = demo_app().await;
+    let running = start(
+        &format!(
+            r#"
+[[auth]]
+name = "session"
+type = "jwt"
+algorithms = ["HS256"]
+secret = "{SECRET}"
+cookie = "session"
+
+[[upstream]]
+name = "app"
+targets = ["{{app}}"]
+
+[[route]]
+name = "account"
+rewrite = "/echo"
+auth = "session"
+upstream = "app"
+"#
+        ),
+        app,
+    )
+    .await;
+    let client = client();
+    let cookie = format!("session={}", hs256(&claims("u-5", "user")));
+    let post = |origin: &'static str| {
+        client
+            .post(url(&running, "/account/email"))
+            .header("cookie", cookie.clone())
+            .header("origin", origin)
+            .body("{}")
+            .send()
+    };
+    let forged = post("https://evil.example.net").await.unwrap();
+    assert_eq!(forged.status(), 403);
+    let body: Value = forged.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "csrf_rejected");
+    let read = client
+        .get(url(&running, "/account"))
+        .header("cookie", cookie.clone())
+        .header("origin", "https://evil.example.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "reads are not state-changing");
+    let own = format!("http://{}", running.http_addrs[0]);
+    let same_site = client
+        .post(url(&running, "/account/email"))
+        .header("cookie", cookie.clone())
+        .header("origin", own)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_site.status(), 200);
+}

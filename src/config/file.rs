@@ -252,8 +252,8 @@ pub struct RouteSection {
     /// Claim rules the authenticated identity must satisfy (403 otherwise).
     pub require: Option<ClaimRules>,
     /// Require a same-site `Origin`/`Referer` on state-changing requests (cookie sessions).
-    #[serde(default)]
-    pub csrf: bool,
+    /// Default: on when one of the route's auth providers reads its token from a cookie.
+    pub csrf: Option<bool>,
     /// JSON Schemas for the body and query, per method.
     #[serde(default, rename = "validate")]
     pub validations: Vec<ValidateSection>,

@@ -224,7 +224,11 @@ pub fn route_security(
         headers: Arc::new(headers),
         cors,
         ip_rules: Arc::new(ip_rules),
-        csrf: section.csrf,
+        csrf: section.csrf.unwrap_or_else(|| {
+            auth.iter().any(|&i| {
+                matches!(&file.auth[i], crate::security::auth::AuthSettings::Jwt(jwt) if jwt.cookie.is_some())
+            })
+        }),
         validations,
         attack_filter,
         auth,
