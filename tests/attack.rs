@@ -125,14 +125,7 @@ async fn attacks_are_blocked_in_every_location_and_benign_traffic_passes() {
     )
     .await;
     assert_eq!(detected.status(), 200);
-    let metrics = client
-        .get(admin_url(&running, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &running).await;
     assert!(
         metrics
             .lines()

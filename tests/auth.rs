@@ -250,14 +250,7 @@ async fn jwt_attacks_are_refused_with_401_and_the_reason() {
     }
 
     // Every failure is a security event, counted by route and reason.
-    let metrics = client
-        .get(admin_url(&running, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &running).await;
     assert!(
         metrics
             .lines()
@@ -468,8 +461,7 @@ upstream = "app"
 auth = ["users"]
 require = { role = "admin" }
 "#;
-    let errors =
-        rampart::config::parse(text, "a.toml", std::path::Path::new("."), &|_| None).unwrap_err();
+    let errors = config_problems(text);
     let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["route[0].auth[0]"], "{errors}");
     assert!(
@@ -477,8 +469,7 @@ require = { role = "admin" }
         "{errors}"
     );
     let no_auth = text.replace("auth = [\"users\"]\n", "");
-    let errors = rampart::config::parse(&no_auth, "a.toml", std::path::Path::new("."), &|_| None)
-        .unwrap_err();
+    let errors = config_problems(&no_auth);
     assert_eq!(errors.0[0].key, "route[0].require", "{errors}");
 }
 

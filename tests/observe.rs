@@ -123,14 +123,7 @@ async fn metrics_expose_the_required_series_and_pass_promtool() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let text = client
-        .get(admin_url(&running, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&client, &running).await;
     for needle in [
         r#"rampart_http_requests_total{route="metrics-api",method="GET",status="200"} 3"#,
         r#"rampart_http_requests_total{route="metrics-api",method="POST",status="201"} 1"#,

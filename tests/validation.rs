@@ -263,8 +263,7 @@ upstream = "app"
 [[route.validate]]
 body_schema = { type = 5 }
 "#;
-    let errors =
-        rampart::config::parse(text, "v.toml", std::path::Path::new("."), &|_| None).unwrap_err();
+    let errors = config_problems(text);
     assert_eq!(
         errors.0[0].key, "route[0].validate[0].body_schema",
         "{errors}"
@@ -275,8 +274,7 @@ body_schema = { type = 5 }
         "body_schema = { type = 5 }",
         "body_schema_file = \"nope.json\"",
     );
-    let errors = rampart::config::parse(&missing, "v.toml", std::path::Path::new("."), &|_| None)
-        .unwrap_err();
+    let errors = config_problems(&missing);
     assert_eq!(errors.0[0].key, "route[0].validate[0].body_schema_file");
     assert!(errors.0[0].message.contains("cannot read"), "{errors}");
 }

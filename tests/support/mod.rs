@@ -77,6 +77,26 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
         .unwrap_or_else(|error| panic!("GET {url}: not JSON: {error}"))
 }
 
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(client: &reqwest::Client, running: &Running) -> String {
+    client
+        .get(admin_url(running, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The problems `config::parse` reports for `text` (named `test.toml`, paths from the
+/// repository root, no environment); panics if the text is valid.
+pub fn config_problems(text: &str) -> config::ConfigErrors {
+    config::parse(text, "test.toml", Path::new("."), &|_| None)
+        .err()
+        .unwrap_or_else(|| panic!("expected config problems in:\n{text}"))
+}
+
 /// A config routing everything to `{app}`.
 pub const SIMPLE: &str = r#"
 [[upstream]]
