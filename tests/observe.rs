@@ -178,7 +178,12 @@ async fn access_log_has_one_json_line_per_request_without_secrets() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = [\"127.0.0.1:{proxy}\"]\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[log]\nformat = \"json\"\nredact_query_keys = [\"api_key\", \"token\", \"sig\"]\n[[upstream]]\nname = \"app\"\ntargets = [\"{app}\"]\n[[upstream]]\nname = \"dead\"\ntargets = [\"{}\"]\n[[route]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"dead\"\n[[route]]\nname = \"all\"\nupstream = \"app\"\n",
+            "[server]\nlisten = [\"127.0.0.1:{proxy}\"]\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[log]\nformat = \"json\"\nredact_query_keys = [\"api_key\", \"token\", \"sig\"]\n[[auth]]\nname = \"partners\"\ntype = \"api_key\"\nquery = \"apikey\"\nkeys = [{{ name = \"p\", sha256 = \"{}\" }}]\n[[upstream]]\nname = \"app\"\ntargets = [\"{app}\"]\n[[upstream]]\nname = \"dead\"\ntargets = [\"{}\"]\n[[route]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"dead\"\n[[route]]\nname = \"keyed\"\npath_prefix = \"/keyed\"\nrewrite = \"/echo\"\nauth = \"partners\"\nupstream = \"app\"\n[[route]]\nname = \"all\"\nupstream = \"app\"\n",
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"SECRET-APIKEY-8")
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
             closed_port()
         ),
     )
@@ -212,6 +217,17 @@ async fn access_log_has_one_json_line_per_request_without_secrets() {
         .unwrap();
     assert_eq!(failed.status(), 502);
     failed.bytes().await.unwrap();
+    // An API key in a query parameter is redacted whatever the parameter is called.
+    let keyed = client
+        .get(format!(
+            "http://127.0.0.1:{proxy}/keyed?apikey=SECRET-APIKEY-8"
+        ))
+        .header("x-request-id", "log-test-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 200);
+    keyed.bytes().await.unwrap();
 
     support::send_signal(&child, "TERM");
     let exit = support::wait_exit(&mut child, Duration::from_secs(10));
@@ -230,7 +246,7 @@ async fn access_log_has_one_json_line_per_request_without_secrets() {
         .iter()
         .filter(|l| l["target"] == "rampart::access")
         .collect();
-    assert_eq!(access.len(), 2, "one line per request:\n{text}");
+    assert_eq!(access.len(), 3, "one line per request:\n{text}");
     let first = access[0];
     for field in [
         "timestamp",

@@ -107,7 +107,18 @@ impl Pipeline {
             upstreams,
             access_log: Arc::new(AccessLog {
                 enabled: config.log.access_log,
-                redact_query_keys: config.log.redact_query_keys.clone(),
+                // API keys sent as a query parameter are secrets whatever the parameter's name.
+                redact_query_keys: config
+                    .log
+                    .redact_query_keys
+                    .iter()
+                    .cloned()
+                    .chain(
+                        authenticators
+                            .iter()
+                            .filter_map(|a| a.query_param().map(str::to_ascii_lowercase)),
+                    )
+                    .collect(),
             }),
             trusted_proxies: config.server.trusted_proxies.clone(),
             no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
