@@ -241,145 +241,36 @@ impl Pipeline {
                 limit: limits.max_bytes,
             });
         }
-        let mut body = RequestBody::Streaming(body);
         let validations: Vec<_> = security
             .validations
             .iter()
             .filter(|v| v.methods.as_ref().is_none_or(|m| m.contains(&parts.method)))
             .collect();
-        let declared = declared_length(&parts.headers);
-        let inspect_body = security
-            .attack_filter
-            .as_ref()
-            .is_some_and(|f| f.wants_body(&parts.headers, declared));
-        if inspect_body || validations.iter().any(|v| v.validator.needs_body()) {
-            body = RequestBody::Buffered(read_body(body, limits).await?);
-        }
+        // The body is read once, here, when a check needs it; otherwise it streams.
+        let wants_body = validations.iter().any(|v| v.validator.needs_body())
+            || security
+                .attack_filter
+                .as_ref()
+                .is_some_and(|f| f.wants_body(&parts.headers, declared_length(&parts.headers)));
+        let body = if wants_body {
+            RequestBody::Buffered(read_body(RequestBody::Streaming(body), limits).await?)
+        } else {
+            RequestBody::Streaming(body)
+        };
 
         // 5. Attack-pattern check.
-        if let Some(filter) = &security.attack_filter {
-            let verdict = filter.inspect(&parts, body.bytes().map(|b| b.as_ref()));
-            if filter.is_attack(&verdict) {
-                let blocked = filter.mode == FilterMode::Block;
-                if let Some(top) = verdict.top() {
-                    events::emit(
-                        SecurityEvent::AttackDetected {
-                            category: top.category.as_str(),
-                            rule: top.rule,
-                            location: &top.location,
-                            score: verdict.score,
-                            blocked,
-                        },
-                        &route.name,
-                        record.client_ip,
-                    );
-                }
-                if blocked {
-                    self.record_violation(&route, record.client_ip, "attack")
-                        .await;
-                    return Err(ProxyError::Forbidden {
-                        kind: "attack_detected",
-                        message: "the request was blocked by the attack filter",
-                    });
-                }
-            }
+        self.check_attacks(&route, &parts, &body, record.client_ip)
+            .await?;
+
+        // 6. CORS (preflights are answered here) and the CSRF origin check.
+        if let Some(preflight) =
+            check_origin(&route, &parts, host.as_deref(), record.client_ip, outgoing)?
+        {
+            return Ok(preflight);
         }
 
-        // 6. CORS: preflights are answered here; other requests get their headers in stage 12.
-        if let Some(cors) = &security.cors {
-            match cors.decide(&parts.method, &parts.headers) {
-                CorsDecision::NotCors | CorsDecision::Disallowed => {}
-                CorsDecision::Allowed(headers) => outgoing.cors = Some(headers),
-                CorsDecision::Preflight(headers) => {
-                    let mut response = Response::new(full(bytes::Bytes::new()));
-                    *response.status_mut() = PREFLIGHT_STATUS;
-                    outgoing.cors = Some(headers);
-                    return Ok(response);
-                }
-                CorsDecision::PreflightRefused(rule) => {
-                    events::emit(
-                        SecurityEvent::OriginRefused { rule },
-                        &route.name,
-                        record.client_ip,
-                    );
-                    return Err(ProxyError::Forbidden {
-                        kind: "cors_rejected",
-                        message: "CORS preflight refused for this origin, method or header",
-                    });
-                }
-            }
-        }
-        if security.csrf && csrf::is_state_changing(&parts.method) {
-            let allowed = |origin: &str| {
-                security
-                    .cors
-                    .as_ref()
-                    .is_some_and(|c| c.allows_origin(origin))
-            };
-            if let Err(rule) = csrf::check(&parts.headers, host.as_deref(), allowed) {
-                events::emit(
-                    SecurityEvent::OriginRefused { rule: "csrf" },
-                    &route.name,
-                    record.client_ip,
-                );
-                tracing::debug!(reason = rule, "csrf check failed");
-                return Err(ProxyError::Forbidden {
-                    kind: "csrf_rejected",
-                    message: "cross-site request refused: Origin or Referer is missing or not allowed",
-                });
-            }
-        }
-
-        // 7. Authentication and claim rules.
-        if !security.auth.is_empty() {
-            let providers: Vec<Arc<Authenticator>> = security
-                .auth
-                .iter()
-                .map(|&i| self.authenticators[i].clone())
-                .collect();
-            let identity =
-                match authenticate_any(&providers, &parts.headers, parts.uri.query()).await {
-                    Ok(identity) => identity,
-                    Err(failure) => {
-                        events::emit(
-                            SecurityEvent::AuthFailed {
-                                rule: failure.kind(),
-                            },
-                            &route.name,
-                            record.client_ip,
-                        );
-                        return Err(ProxyError::Unauthorized {
-                            kind: failure.kind(),
-                            message: failure.message(),
-                            challenge: failure.www_authenticate(),
-                        });
-                    }
-                };
-            if let Some(rules) = &security.require
-                && !identity.satisfies(rules)
-            {
-                events::emit(
-                    SecurityEvent::Forbidden {
-                        rule: "claim_rules",
-                    },
-                    &route.name,
-                    record.client_ip,
-                );
-                return Err(ProxyError::Forbidden {
-                    kind: "forbidden",
-                    message: "the authenticated identity is not allowed to do this",
-                });
-            }
-            record.user = identity.subject.clone().or_else(|| {
-                identity
-                    .claim("name")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            });
-            for (name, value) in identity.forward {
-                parts.headers.insert(name, value);
-            }
-        }
+        // 7. Authentication and claim rules; the identity goes upstream in its headers.
+        self.authenticate(&route, &mut parts, record).await?;
 
         // 8. Rate limits: plug in here with the rate-limit issue.
 
@@ -448,6 +339,107 @@ impl Pipeline {
                 client_ip,
             );
         }
+    }
+
+    /// Stage 5: attack patterns in the head and the (buffered) body. In block mode a detection
+    /// is refused and counts towards progressive blocking.
+    async fn check_attacks(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: &RequestBody,
+        client_ip: IpAddr,
+    ) -> Result<(), ProxyError> {
+        let Some(filter) = &route.config.security.attack_filter else {
+            return Ok(());
+        };
+        let verdict = filter.inspect(parts, body.bytes().map(|b| b.as_ref()));
+        if !filter.is_attack(&verdict) {
+            return Ok(());
+        }
+        let blocked = filter.mode == FilterMode::Block;
+        if let Some(top) = verdict.top() {
+            events::emit(
+                SecurityEvent::AttackDetected {
+                    category: top.category.as_str(),
+                    rule: top.rule,
+                    location: &top.location,
+                    score: verdict.score,
+                    blocked,
+                },
+                &route.name,
+                client_ip,
+            );
+        }
+        if !blocked {
+            return Ok(());
+        }
+        self.record_violation(route, client_ip, "attack").await;
+        Err(ProxyError::Forbidden {
+            kind: "attack_detected",
+            message: "the request was blocked by the attack filter",
+        })
+    }
+
+    /// Stage 7: any of the route's providers must accept the credentials, and the identity must
+    /// satisfy the route's claim rules; its identity headers are added to the request.
+    async fn authenticate(
+        &self,
+        route: &Route,
+        parts: &mut http::request::Parts,
+        record: &mut RequestRecord,
+    ) -> Result<(), ProxyError> {
+        let security = &route.config.security;
+        if security.auth.is_empty() {
+            return Ok(());
+        }
+        let providers: Vec<Arc<Authenticator>> = security
+            .auth
+            .iter()
+            .map(|&i| self.authenticators[i].clone())
+            .collect();
+        let identity = match authenticate_any(&providers, &parts.headers, parts.uri.query()).await {
+            Ok(identity) => identity,
+            Err(failure) => {
+                events::emit(
+                    SecurityEvent::AuthFailed {
+                        rule: failure.kind(),
+                    },
+                    &route.name,
+                    record.client_ip,
+                );
+                return Err(ProxyError::Unauthorized {
+                    kind: failure.kind(),
+                    message: failure.message(),
+                    challenge: failure.www_authenticate(),
+                });
+            }
+        };
+        if let Some(rules) = &security.require
+            && !identity.satisfies(rules)
+        {
+            events::emit(
+                SecurityEvent::Forbidden {
+                    rule: "claim_rules",
+                },
+                &route.name,
+                record.client_ip,
+            );
+            return Err(ProxyError::Forbidden {
+                kind: "forbidden",
+                message: "the authenticated identity is not allowed to do this",
+            });
+        }
+        record.user = identity.subject.clone().or_else(|| {
+            identity
+                .claim("name")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        });
+        for (name, value) in identity.forward {
+            parts.headers.insert(name, value);
+        }
+        Ok(())
     }
 
     fn body_limits(&self, route: &Route) -> BodyLimits {
@@ -599,6 +591,62 @@ fn classify(upstream: &Upstream, error: SendError, limit: u64) -> ProxyError {
             source: Box::new(error),
         },
     )
+}
+
+/// Stage 6: CORS decides (a preflight is answered here: `Ok(Some(response))`; an actual
+/// request's CORS headers are kept for stage 12), then the CSRF check for cookie sessions.
+fn check_origin(
+    route: &Route,
+    parts: &http::request::Parts,
+    host: Option<&str>,
+    client_ip: IpAddr,
+    outgoing: &mut Outgoing,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    let security = &route.config.security;
+    if let Some(cors) = &security.cors {
+        match cors.decide(&parts.method, &parts.headers) {
+            CorsDecision::NotCors | CorsDecision::Disallowed => {}
+            CorsDecision::Allowed(headers) => outgoing.cors = Some(headers),
+            CorsDecision::Preflight(headers) => {
+                let mut response = Response::new(full(bytes::Bytes::new()));
+                *response.status_mut() = PREFLIGHT_STATUS;
+                outgoing.cors = Some(headers);
+                return Ok(Some(response));
+            }
+            CorsDecision::PreflightRefused(rule) => {
+                events::emit(
+                    SecurityEvent::OriginRefused { rule },
+                    &route.name,
+                    client_ip,
+                );
+                return Err(ProxyError::Forbidden {
+                    kind: "cors_rejected",
+                    message: "CORS preflight refused for this origin, method or header",
+                });
+            }
+        }
+    }
+    if security.csrf && csrf::is_state_changing(&parts.method) {
+        let allowed = |origin: &str| {
+            security
+                .cors
+                .as_ref()
+                .is_some_and(|c| c.allows_origin(origin))
+        };
+        if let Err(reason) = csrf::check(&parts.headers, host, allowed) {
+            events::emit(
+                SecurityEvent::OriginRefused { rule: "csrf" },
+                &route.name,
+                client_ip,
+            );
+            tracing::debug!(reason, "csrf check failed");
+            return Err(ProxyError::Forbidden {
+                kind: "csrf_rejected",
+                message: "cross-site request refused: Origin or Referer is missing or not allowed",
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// Stage 1: the request-target length (414) and header count and size (431).
