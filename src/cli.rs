@@ -124,6 +124,7 @@ pub fn describe(config: &Config) -> String {
         "UPSTREAM".into(),
         "FORWARDED PATH".into(),
         "TIMEOUT".into(),
+        "SECURITY".into(),
     ]];
     for (i, route) in config.routes.iter().enumerate() {
         let upstream = &config.upstreams[route.upstream];
@@ -144,9 +145,10 @@ pub fn describe(config: &Config) -> String {
             format!("{} ({})", upstream.name, upstream.targets.join(", ")),
             forwarded,
             humantime::format_duration(route.timeout).to_string(),
+            security_summary(config, route),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     for row in rows {
@@ -159,6 +161,37 @@ pub fn describe(config: &Config) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The checks a route runs, in a few words: `auth=users attack=block cors csrf validate`.
+fn security_summary(config: &Config, route: &crate::config::RouteConfig) -> String {
+    let security = &route.security;
+    let mut parts = Vec::new();
+    if !security.auth.is_empty() {
+        let names: Vec<&str> = security
+            .auth
+            .iter()
+            .map(|&i| config.auth[i].name())
+            .collect();
+        parts.push(format!("auth={}", names.join("|")));
+    }
+    if let Some(filter) = &security.attack_filter {
+        parts.push(format!("attack={:?}", filter.mode).to_ascii_lowercase());
+    }
+    if security.cors.is_some() {
+        parts.push("cors".into());
+    }
+    if security.csrf {
+        parts.push("csrf".into());
+    }
+    if !security.validations.is_empty() {
+        parts.push("validate".into());
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// The control runtime: signals, reloads, the admin listener, the demo app. Requests are served

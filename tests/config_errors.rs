@@ -238,6 +238,26 @@ fn a_valid_config_prints_the_route_table() {
         app_row.contains("/app*") && app_row.contains("without /app"),
         "{app_row}"
     );
+
+    // The secure example: each route's checks in the SECURITY column.
+    let secure = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/secure.toml");
+    let output = Command::new(binary())
+        .args(["check", "--config", secure])
+        .env(
+            "RAMPART_JWT_SECRET",
+            "a-secret-that-is-long-enough-for-hs256!!",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let api_row = stdout.lines().find(|l| l.contains(" api ")).unwrap();
+    assert!(
+        api_row.ends_with("auth=users attack=block cors"),
+        "{api_row}"
+    );
+    let login_row = stdout.lines().find(|l| l.contains(" login ")).unwrap();
+    assert!(login_row.contains("validate"), "{login_row}");
 }
 
 #[test]
