@@ -533,3 +533,46 @@ upstream = "app"
         .unwrap();
     assert_eq!(same_site.status(), 200);
 }
+
+#[tokio::test]
+async fn a_reload_whose_jwks_cannot_be_fetched_is_refused_and_the_old_config_keeps_serving() {
+    let app = demo_app().await;
+    let running = start(&config(), app).await;
+    let client = client();
+    let bearer = format!("Bearer {}", hs256(&claims("u-1", "user")));
+    let broken = support::config(
+        &format!(
+            r#"
+[[auth]]
+name = "idp"
+type = "jwt"
+algorithms = ["ES256"]
+jwks_url = "http://{}/jwks.json"
+jwks_timeout = "1s"
+
+[[upstream]]
+name = "app"
+targets = ["{{app}}"]
+
+[[route]]
+name = "all"
+auth = "idp"
+upstream = "app"
+"#,
+            closed_port()
+        ),
+        app,
+    );
+    let error = running.reload(broken).await.unwrap_err();
+    assert!(
+        error.to_string().contains("cannot load the JWKS"),
+        "{error}"
+    );
+    let (status, _, _) = call(
+        &client,
+        &url(&running, "/api/me"),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 200, "the previous configuration still serves");
+}
