@@ -155,8 +155,8 @@ impl Authenticator {
 /// failure whose credential got furthest — a verified-but-expired token beats a bad signature,
 /// which beats a missing API key — and among equals the first provider's. An empty list is
 /// [`AuthFailure::Missing`].
-pub async fn authenticate_any(
-    list: &[Arc<Authenticator>],
+pub async fn authenticate_any<'a>(
+    list: impl IntoIterator<Item = &'a Arc<Authenticator>>,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Identity, AuthFailure> {
