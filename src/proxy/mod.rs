@@ -2,6 +2,7 @@
 //! the other modules are its parts (routing, upstream client, forwarded headers, errors, bodies).
 
 pub mod body;
+mod checks;
 pub mod context;
 pub mod error;
 pub mod forwarded;
