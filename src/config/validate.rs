@@ -8,11 +8,11 @@ use std::path::Path;
 use std::str::FromStr;
 
 use http::Method;
-use ipnet::IpNet;
 
 use super::file::{FileConfig, RouteSection, UpstreamSection};
 use super::locate::KeyPath;
 use super::model::*;
+use crate::security::ip_rules::parse_net;
 
 pub type Problems = Vec<(KeyPath, String)>;
 
@@ -233,13 +233,6 @@ fn addresses(texts: &[String], path: &KeyPath, problems: &mut Problems) -> Vec<S
         .enumerate()
         .filter_map(|(i, text)| address(text, &path.index(i), problems))
         .collect()
-}
-
-fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    IpNet::from_str(text)
-        .ok()
-        .or_else(|| std::net::IpAddr::from_str(text).ok().map(IpNet::from))
 }
 
 /// `host:port` where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
