@@ -237,7 +237,8 @@ impl Pipeline {
         }
         let limits = self.body_limits(&route);
         let body = Lingering::new(body);
-        if declared_length(&parts.headers).is_some_and(|length| length > limits.max_bytes) {
+        let declared = declared_length(&parts.headers);
+        if declared.is_some_and(|length| length > limits.max_bytes) {
             return Err(ProxyError::BodyTooLarge {
                 limit: limits.max_bytes,
             });
@@ -252,7 +253,7 @@ impl Pipeline {
             || security
                 .attack_filter
                 .as_ref()
-                .is_some_and(|f| f.wants_body(&parts.headers, declared_length(&parts.headers)));
+                .is_some_and(|f| f.wants_body(&parts.headers, declared));
         let body = if wants_body {
             RequestBody::Buffered(read_body(RequestBody::Streaming(body), limits).await?)
         } else {

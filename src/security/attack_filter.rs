@@ -153,16 +153,33 @@ impl AttackFilter {
         if declared_length.is_some_and(|length| length == 0 || length > self.inspect_body_bytes) {
             return false;
         }
-        let content_type = headers
+        let Some(content_type) = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        // The media type, compared without allocating: `application/json`, `…+json`, form,
+        // multipart, `text/*`, XML.
+        let media = content_type
+            .split(';')
+            .next()
             .unwrap_or("")
-            .to_ascii_lowercase();
-        content_type.contains("json")
-            || content_type.starts_with("application/x-www-form-urlencoded")
-            || content_type.starts_with("multipart/form-data")
-            || content_type.starts_with("text/")
-            || content_type.contains("xml")
+            .trim()
+            .as_bytes();
+        let has = |needle: &[u8]| {
+            media
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+        };
+        let starts = |prefix: &[u8]| {
+            media.len() >= prefix.len() && media[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        has(b"json")
+            || has(b"xml")
+            || starts(b"application/x-www-form-urlencoded")
+            || starts(b"multipart/form-data")
+            || starts(b"text/")
     }
 
     pub fn inspect(&self, parts: &http::request::Parts, body: Option<&[u8]>) -> Verdict {
@@ -182,5 +199,53 @@ impl AttackFilter {
     /// Whether `verdict` reaches this route's threshold.
     pub fn is_attack(&self, verdict: &Verdict) -> bool {
         verdict.is_attack(self.threshold)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_worth_reading() {
+        let filter = AttackFilterSettings::default()
+            .build(&mut DetectorCache::default())
+            .unwrap()
+            .expect("block mode by default");
+        let with = |content_type: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+            headers
+        };
+        for inspected in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "application/xml",
+        ] {
+            assert!(filter.wants_body(&with(inspected), Some(10)), "{inspected}");
+            assert!(
+                filter.wants_body(&with(inspected), None),
+                "{inspected} chunked"
+            );
+        }
+        for skipped in ["image/png", "application/octet-stream"] {
+            assert!(!filter.wants_body(&with(skipped), Some(10)), "{skipped}");
+        }
+        assert!(
+            !filter.wants_body(&HeaderMap::new(), Some(10)),
+            "no content type"
+        );
+        assert!(
+            !filter.wants_body(&with("application/json"), Some(0)),
+            "empty"
+        );
+        assert!(
+            !filter.wants_body(&with("application/json"), Some((1 << 20) + 1)),
+            "over inspect_body_bytes: streamed, head inspected only"
+        );
     }
 }
