@@ -171,7 +171,12 @@ async fn repeated_attacks_block_the_address_for_the_configured_time() {
     }
     assert_eq!(get_from(&client, &benign, "192.0.2.10").await.status(), 200);
 
-    // The operator sees the block and can lift it.
+    // The operator sees the block in the metrics and on the admin listener, and can lift it.
+    let metrics = metrics_text(&client, &running).await;
+    assert!(
+        metrics.lines().any(|l| l == "rampart_blocked_addresses 1"),
+        "{metrics}"
+    );
     let blocks = get_json(&client, &admin_url(&running, "/security/blocks")).await;
     assert_eq!(blocks["blocks"][0]["ip"], attacker, "{blocks}");
     let lifted = client

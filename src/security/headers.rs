@@ -367,6 +367,16 @@ mod tests {
     }
 
     #[test]
+    fn csp_can_be_report_only() {
+        let headers = built("csp_report_only = true");
+        assert!(headers.get("content-security-policy").is_none());
+        let csp = headers["content-security-policy-report-only"]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+    }
+
+    #[test]
     fn disabled_still_removes_leaks() {
         let headers = built("enabled = false");
         assert!(headers.get("server").is_none());
