@@ -68,7 +68,7 @@ die() { log "ERROR: $*"; exit 1; }
 #                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain security security-es256)
+SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -101,6 +101,44 @@ scenario_security-es256() {
   SCEN_DESC="as security, with an ES256 JWT verified against a PEM public key"
   SCEN_WRK_ARGS[1]="Authorization: Bearer $(cat "$TMP/es256.jwt")"
   SCEN_RAMPART_CONFIG="$BENCH/rampart-security-es256.toml"
+}
+
+# A rate-limit policy per client address on every request, against plain rampart.
+scenario_ratelimit-memory() {
+  SCEN_DESC="GET / with one rate-limit policy per client IP (memory store) vs plain rampart"
+  SCEN_PATH="/"
+  SCEN_WRK_ARGS=()
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-ratelimit-memory.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+# The same policy in Redis (127.0.0.1:6379, REDIS_URL is not read): one script call per request.
+# Redis's command counts are reset before and read after, to report commands per request.
+scenario_ratelimit-redis() {
+  scenario_ratelimit-memory
+  SCEN_DESC="GET / with one rate-limit policy per client IP (Redis store) vs plain rampart"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-ratelimit-redis.toml"
+  SCEN_BEFORE=redis_reset_stats
+  SCEN_AFTER=redis_commands_per_request
+}
+
+redis_reset_stats() { # scenario
+  redis-cli -p 6379 CONFIG RESETSTAT >/dev/null || die "Redis is not answering on 6379"
+}
+
+redis_commands_per_request() { # scenario
+  local scen=$1 calls requests
+  # Only what clients sent: the commands a script runs inside Redis are counted apart.
+  calls=$(redis-cli -p 6379 INFO commandstats | tr -d '\r' |
+    awk -F'[:=,]' '/^cmdstat_(evalsha|eval|evalsha_ro|eval_ro|script\|load):/ {sum += $3} END {print sum + 0}')
+  requests=$(cat "$TMP/$scen"/wrk-rampart-c*.txt* 2>/dev/null |
+    awk '/requests in/ {sum += $1} END {print sum + 0}')
+  meta "$scen" redis_commands "$calls"
+  meta "$scen" rampart_requests "$requests"
+  log "$scen: $calls Redis script calls for $requests rampart requests"
 }
 
 # ---------------------------------------------------------------------------
@@ -382,6 +420,7 @@ run_scenario() { # name
   ((${#active[@]} > 0)) || { log "no targets for scenario $scen"; return 0; }
 
   local round conns t out
+  [[ -n "${SCEN_BEFORE:-}" ]] && "$SCEN_BEFORE" "$scen"
   for round in $(seq "$BENCH_ROUNDS"); do
     for conns in $BENCH_CONNS; do
       for t in "${active[@]}"; do
@@ -394,6 +433,8 @@ run_scenario() { # name
     done
   done
 
+  [[ -n "${SCEN_AFTER:-}" ]] && "$SCEN_AFTER" "$scen"
+  SCEN_BEFORE="" SCEN_AFTER=""
   if [[ -n "${PID_OF[rampart]:-}" ]]; then
     meta "$scen" rampart_peak_rss_kib "$(proc_status_kib "${PID_OF[rampart]}" VmHWM)"
     kill -0 "${PID_OF[rampart]}" 2>/dev/null || meta "$scen" rampart_died "yes"

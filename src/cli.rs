@@ -125,6 +125,7 @@ pub fn describe(config: &Config) -> String {
         "FORWARDED PATH".into(),
         "TIMEOUT".into(),
         "SECURITY".into(),
+        "LIMITS".into(),
     ]];
     for (i, route) in config.routes.iter().enumerate() {
         let upstream = &config.upstreams[route.upstream];
@@ -146,9 +147,10 @@ pub fn describe(config: &Config) -> String {
             forwarded,
             humantime::format_duration(route.timeout).to_string(),
             security_summary(config, route),
+            limits_summary(route),
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     for row in rows {
@@ -348,4 +350,39 @@ curl -i http://{proxy}/app/stats\n  \
 curl -s http://{admin}/health\n  \
 curl -s http://{admin}/metrics | grep rampart_http\n\nCtrl-C stops both.\n"
     );
+}
+
+/// `login 5/15m ip` for each of the route's rate-limit policies, or `-`.
+fn limits_summary(route: &crate::config::model::RouteConfig) -> String {
+    if route.limits.is_empty() {
+        return "-".into();
+    }
+    route
+        .limits
+        .iter()
+        .map(|p| {
+            let window =
+                humantime::format_duration(std::time::Duration::from_millis(p.limit.window_ms));
+            let parts: Vec<String> = p
+                .key
+                .iter()
+                .map(|k| match k {
+                    crate::ratelimit::policy::KeyPart::Ip => "ip".to_owned(),
+                    crate::ratelimit::policy::KeyPart::User => "user".to_owned(),
+                    crate::ratelimit::policy::KeyPart::ApiKey => "api_key".to_owned(),
+                    crate::ratelimit::policy::KeyPart::Route => "route".to_owned(),
+                    crate::ratelimit::policy::KeyPart::Method => "method".to_owned(),
+                    crate::ratelimit::policy::KeyPart::Header(h) => format!("header:{h}"),
+                })
+                .collect();
+            format!(
+                "{} {}/{} by {}",
+                p.name,
+                p.limit.limit,
+                window,
+                parts.join("+")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

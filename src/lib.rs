@@ -13,8 +13,10 @@ pub mod config;
 pub mod demo;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod security;
 pub mod server;
+pub mod store;
 
 /// The example config `rampart demo` runs when no `--config` is given.
 pub const DEMO_CONFIG: &str = include_str!("../examples/demo.toml");

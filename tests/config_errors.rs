@@ -253,11 +253,35 @@ fn a_valid_config_prints_the_route_table() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     let api_row = stdout.lines().find(|l| l.contains(" api ")).unwrap();
     assert!(
-        api_row.ends_with("auth=users attack=block cors"),
+        api_row.contains("auth=users attack=block cors"),
         "{api_row}"
+    );
+    assert!(
+        api_row.ends_with(" -"),
+        "no limits on this route: {api_row}"
     );
     let login_row = stdout.lines().find(|l| l.contains(" login ")).unwrap();
     assert!(login_row.contains("validate"), "{login_row}");
+
+    // The limits example: each route's policies in the LIMITS column.
+    let limits = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/limits.toml");
+    let output = Command::new(binary())
+        .args(["check", "--config", limits])
+        .env(
+            "RAMPART_JWT_SECRET",
+            "a-secret-that-is-long-enough-for-hs256!!",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let login_row = stdout.lines().find(|l| l.contains(" login ")).unwrap();
+    assert!(login_row.ends_with("login 5/15m by ip"), "{login_row}");
+    let sensitive_row = stdout.lines().find(|l| l.contains(" sensitive ")).unwrap();
+    assert!(
+        sensitive_row.ends_with("sensitive 20/1m by user; api 100/1m by user"),
+        "{sensitive_row}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `/health`: probes every dependency concurrently with a timeout and caches the report briefly,
 //! so that frequent probes do not load the dependencies. Today the dependencies are the upstream
-//! targets (a TCP connect each); stores and providers join as their issues land.
+//! targets (a TCP connect each) and the shared stores in use (a ping each, plus whether their
+//! users run on the fallback); AI providers join as their issue lands.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ pub struct Dependency {
     pub kind: &'static str,
     pub status: Status,
     pub targets: Vec<TargetHealth>,
+    /// Stores only: whether the capabilities using it run on their fallback now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_active: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,9 +98,27 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
             kind: "upstream",
             status,
             targets,
+            fallback_active: None,
         }
     });
-    let dependencies = futures_util::future::join_all(probes).await;
+    let mut dependencies = futures_util::future::join_all(probes).await;
+    let stores = shared.retained.load_full().stores.clone();
+    let mut store_probes: Vec<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Dependency> + Send>>,
+    > = Vec::new();
+    if let Some(redis) = stores.redis.clone() {
+        store_probes.push(Box::pin(async move {
+            let ping = tokio::time::timeout(PROBE_TIMEOUT, redis.ping()).await;
+            store_dependency(&redis.health, redis_target(&redis.settings.url), ping)
+        }));
+    }
+    if let Some(postgres) = stores.postgres.clone() {
+        store_probes.push(Box::pin(async move {
+            let ping = tokio::time::timeout(PROBE_TIMEOUT, postgres.ping()).await;
+            store_dependency(&postgres.health, "postgres".to_owned(), ping)
+        }));
+    }
+    dependencies.extend(futures_util::future::join_all(store_probes).await);
     let status = overall(&dependencies);
     Report {
         status,
@@ -137,4 +159,42 @@ async fn probe_target(target: String) -> TargetHealth {
         latency_ms,
         error,
     }
+}
+
+/// A store's entry: its ping now, and whether its users are on their fallback.
+fn store_dependency(
+    health: &crate::store::StoreHealth,
+    target: String,
+    ping: Result<Result<Duration, String>, tokio::time::error::Elapsed>,
+) -> Dependency {
+    let (up, latency_ms, error) = match ping {
+        Ok(Ok(latency)) => (true, Some(latency.as_secs_f64() * 1000.0), None),
+        Ok(Err(error)) => (false, None, Some(error)),
+        Err(_) => (false, None, Some("timed out".to_owned())),
+    };
+    let fallback_active = health.is_degraded();
+    let status = match (up, fallback_active) {
+        (true, false) => Status::Healthy,
+        (true, true) => Status::Degraded,
+        (false, _) => Status::Unhealthy,
+    };
+    Dependency {
+        name: health.store.to_owned(),
+        kind: "store",
+        status,
+        targets: vec![TargetHealth {
+            target,
+            status: if up { "up" } else { "down" },
+            latency_ms,
+            error: error.or_else(|| fallback_active.then(|| health.last_error()).flatten()),
+        }],
+        fallback_active: Some(fallback_active),
+    }
+}
+
+/// `host:port` of a Redis URL, without credentials.
+fn redis_target(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    host.split('/').next().unwrap_or(host).to_owned()
 }

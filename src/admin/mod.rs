@@ -7,8 +7,11 @@
 //! - `GET /metrics` — Prometheus text format.
 //! - `GET /security/blocks` — addresses blocked by progressive blocking, with seconds left.
 //! - `DELETE /security/blocks/{ip}` — lifts a block (204), or 404 when the address is not blocked.
+//! - `GET /ratelimit/{policy}?ip=…&user=…` — the state of one rate-limit key (remaining, reset).
+//! - `DELETE /ratelimit/{policy}?ip=…` — resets that key (204), or 404 when nothing is kept.
 
 pub mod health;
+pub mod ratelimit;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +33,10 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/security/blocks", get(list_blocks))
         .route("/security/blocks/{ip}", axum::routing::delete(unblock))
+        .route(
+            "/ratelimit/{policy}",
+            get(ratelimit::read).delete(ratelimit::reset),
+        )
         .fallback(not_found)
         .with_state(shared)
 }

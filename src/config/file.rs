@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::units::{ByteSize, deserialize_duration, deserialize_opt_duration};
+use crate::ratelimit::policy::RateLimitSection;
 use crate::security::attack_filter::AttackFilterSettings;
 use crate::security::auth::{AuthSettings, ClaimRules};
 use crate::security::blocklist::BlockingSettings;
@@ -42,6 +43,11 @@ pub struct FileConfig {
     /// Authentication providers, referenced by name from routes.
     #[serde(default, rename = "auth")]
     pub auth: Vec<AuthSettings>,
+    /// Shared stores (Redis, PostgreSQL) and how to reach them.
+    #[serde(default)]
+    pub store: crate::store::StoresSection,
+    /// Rate-limit store, fallback and policies.
+    pub rate_limit: Option<RateLimitSection>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.
@@ -249,11 +255,17 @@ pub struct RouteSection {
     pub attack_filter: Option<AttackFilterSettings>,
     /// Authentication: a provider name, a list where any may succeed, or `"none"`.
     pub auth: Option<AuthRef>,
+    /// Let requests without credentials through anonymously (bad credentials still get 401).
+    #[serde(default)]
+    pub auth_optional: bool,
     /// Claim rules the authenticated identity must satisfy (403 otherwise).
     pub require: Option<ClaimRules>,
     /// Require a same-site `Origin`/`Referer` on state-changing requests (cookie sessions).
     /// Default: on when one of the route's auth providers reads its token from a cookie.
     pub csrf: Option<bool>,
+    /// Rate-limit policies (names from `[[rate_limit.policy]]`); every one must admit.
+    #[serde(default)]
+    pub limits: Vec<String>,
     /// JSON Schemas for the body and query, per method.
     #[serde(default, rename = "validate")]
     pub validations: Vec<ValidateSection>,

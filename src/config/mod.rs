@@ -10,6 +10,7 @@ pub mod file;
 pub mod interpolate;
 pub mod locate;
 pub mod model;
+pub mod ratelimit;
 pub mod security;
 pub mod units;
 pub mod validate;

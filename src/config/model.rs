@@ -33,6 +33,10 @@ pub struct Config {
     pub auth: Vec<AuthSettings>,
     /// The config file's folder: relative paths in settings resolve from here.
     pub base_dir: PathBuf,
+    /// Shared stores, as written (opened when the server starts).
+    pub stores: crate::store::StoresSection,
+    /// Rate limiting; `None` without a `[rate_limit]` section.
+    pub rate_limit: Option<crate::ratelimit::policy::RateLimitConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,8 @@ pub struct RouteConfig {
     pub timeout: Duration,
     pub max_body_bytes: u64,
     pub security: RouteSecurity,
+    /// Rate-limit policies; all must admit a request.
+    pub limits: Vec<Arc<crate::ratelimit::policy::Policy>>,
 }
 
 /// A route's edge-security policies, built once per config.
@@ -122,6 +128,8 @@ pub struct RouteSecurity {
     pub attack_filter: Option<Arc<AttackFilter>>,
     /// Indices into [`Config::auth`]; empty when the route needs no authentication.
     pub auth: Vec<usize>,
+    /// Requests without credentials pass anonymously.
+    pub auth_optional: bool,
     pub require: Option<ClaimRules>,
 }
 

@@ -209,11 +209,23 @@ pub fn route_security(
             found
         })
         .collect::<Vec<_>>();
+    if section.auth_optional && auth_names.is_empty() {
+        problems.push((
+            path.key("auth_optional"),
+            "auth_optional needs `auth` on this route".into(),
+        ));
+    }
     if let Some(rules) = &section.require {
         if auth_names.is_empty() {
             problems.push((
                 path.key("require"),
                 "claim rules need an authenticated identity: set `auth` on this route".into(),
+            ));
+        }
+        if section.auth_optional {
+            problems.push((
+                path.key("auth_optional"),
+                "claim rules need an identity; they cannot be combined with auth_optional".into(),
             ));
         }
         for (key, message) in rules.validate() {
@@ -232,6 +244,7 @@ pub fn route_security(
         validations,
         attack_filter,
         auth,
+        auth_optional: section.auth_optional,
         require: section.require.clone(),
     }
 }

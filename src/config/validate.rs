@@ -167,8 +167,10 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
 
     super::security::check_top_level(file, base_dir, &mut problems);
     let default_headers = super::security::default_headers(file, &mut problems);
+    super::ratelimit::check_stores(file, &mut problems);
+    let rate_limit = super::ratelimit::resolve(file, &mut problems);
     let upstreams = validate_upstreams(&file.upstreams, &root, &mut problems);
-    let routes = validate_routes(file, &root, base_dir, &mut problems);
+    let routes = validate_routes(file, &root, base_dir, rate_limit.as_ref(), &mut problems);
 
     if !problems.is_empty() {
         return Err(problems);
@@ -211,6 +213,8 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         blocking: file.blocking.clone().filter(|b| b.enabled),
         auth: file.auth.clone(),
         base_dir: base_dir.to_path_buf(),
+        stores: file.store.clone(),
+        rate_limit,
     })
 }
 
@@ -326,6 +330,7 @@ fn validate_routes(
     file: &FileConfig,
     root: &KeyPath,
     base_dir: &Path,
+    rate_limit: Option<&crate::ratelimit::policy::RateLimitConfig>,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -335,10 +340,13 @@ fn validate_routes(
         let path = root.key("route").index(i);
         check_name(&section.name, &path.key("name"), problems);
         check_unique(&mut names, &section.name, i, "route", &path, problems);
-        let Some(route) = resolve_route(file, section, &path, base_dir, &mut detectors, problems)
+        let limits = super::ratelimit::route_limits(section, &path, rate_limit, file, problems);
+        let Some(mut route) =
+            resolve_route(file, section, &path, base_dir, &mut detectors, problems)
         else {
             continue;
         };
+        route.limits = limits;
         if let Some((j, earlier)) = routes
             .iter()
             .enumerate()
@@ -481,6 +489,7 @@ fn resolve_route(
             .max_body_bytes
             .map_or(file.server.max_body_bytes.0, |b| b.0),
         security,
+        limits: Vec::new(),
     })
 }
 

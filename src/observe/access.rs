@@ -35,8 +35,10 @@ pub struct RequestRecord {
     pub user: Option<String>,
     /// Cache result (`HIT`, `MISS`, …), once caching exists.
     pub cache: Option<&'static str>,
-    /// Rate-limit decision, once limits exist.
-    pub limit: Option<&'static str>,
+    /// The name of the API key that authenticated the request.
+    pub api_key: Option<String>,
+    /// The rate-limit policy that refused the request.
+    pub limit: Option<Arc<str>>,
     /// The error `type` when rampart answered with an error.
     pub error: Option<&'static str>,
 }
@@ -89,7 +91,7 @@ impl Completion for Exchange {
             user = record.user.as_deref(),
             bytes = bytes_sent,
             cache = record.cache,
-            limit = record.limit,
+            limit = record.limit.as_deref(),
             error = record.error,
             completed = finished,
             "request"

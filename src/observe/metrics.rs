@@ -22,9 +22,18 @@ pub const CONNECTIONS_OPEN: &str = "rampart_connections_open";
 pub const BUILD_INFO: &str = "rampart_build_info";
 pub const SECURITY_EVENTS_TOTAL: &str = "rampart_security_events_total";
 pub const BLOCKED_ADDRESSES: &str = "rampart_blocked_addresses";
+pub const RATELIMIT_DECISIONS_TOTAL: &str = "rampart_ratelimit_decisions_total";
+pub const RATELIMIT_STORE_DEGRADED: &str = "rampart_ratelimit_store_degraded";
+pub const RATELIMIT_STORE_DURATION: &str = "rampart_ratelimit_store_duration_seconds";
+pub const RATELIMIT_STORE_ERRORS_TOTAL: &str = "rampart_ratelimit_store_errors_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Store calls take well under a millisecond on a local network.
+const STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -34,6 +43,11 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(RATELIMIT_STORE_DURATION.into()),
+                    STORE_BUCKETS,
+                )
+                .expect("bucket list is not empty")
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
@@ -95,6 +109,23 @@ fn describe() {
     describe_counter!(
         SECURITY_EVENTS_TOTAL,
         "Security events (auth_failed, forbidden, ip_denied, ip_blocked, ip_block_refused, attack_detected, origin_refused), by route and rule."
+    );
+    describe_counter!(
+        RATELIMIT_DECISIONS_TOTAL,
+        "Rate-limit decisions, by route, policy and decision (allowed, denied, fail_open, fail_closed)."
+    );
+    describe_gauge!(
+        RATELIMIT_STORE_DEGRADED,
+        "1 while a shared store (redis, postgres) is failing or too slow and limits use their fallback."
+    );
+    describe_histogram!(
+        RATELIMIT_STORE_DURATION,
+        Unit::Seconds,
+        "Time of one rate-limit store call (all of a request's policies), by store."
+    );
+    describe_counter!(
+        RATELIMIT_STORE_ERRORS_TOTAL,
+        "Rate-limit store calls that failed or exceeded the time budget, by store and kind (error, timeout)."
     );
     describe_gauge!(
         BLOCKED_ADDRESSES,

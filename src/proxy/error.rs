@@ -34,6 +34,10 @@ pub enum ProxyError {
     },
     #[error("client address blocked for {retry_after_secs} s")]
     Blocked { retry_after_secs: u64 },
+    #[error("rate limit reached; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the rate-limit store is unavailable and the policy fails closed")]
+    RateLimitUnavailable { retry_after_secs: u64 },
     #[error("request body must be JSON")]
     UnsupportedMediaType,
     #[error("request body is not valid JSON: {0}")]
@@ -69,6 +73,8 @@ impl ProxyError {
             Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } | Self::Blocked { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimitUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -88,6 +94,8 @@ impl ProxyError {
             Self::BodyTooSlow => "request_timeout",
             Self::Unauthorized { kind, .. } | Self::Forbidden { kind, .. } => kind,
             Self::Blocked { .. } => "ip_blocked",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimitUnavailable { .. } => "rate_limit_unavailable",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MalformedBody(_) => "malformed_body",
             Self::Invalid(_) => "validation_failed",
@@ -116,6 +124,12 @@ impl ProxyError {
             Self::Blocked { .. } => {
                 "too many suspicious requests from this address; try again later".into()
             }
+            Self::RateLimited { retry_after_secs } => {
+                format!("rate limit reached; retry after {retry_after_secs} seconds")
+            }
+            Self::RateLimitUnavailable { .. } => {
+                "rate limiting is temporarily unavailable; try again shortly".into()
+            }
             Self::UnsupportedMediaType => "request body must be application/json".into(),
             Self::MalformedBody(why) => format!("request body is not valid JSON: {why}"),
             Self::Invalid(_) => "request failed validation".into(),
@@ -130,19 +144,27 @@ impl ProxyError {
             Self::Invalid(fields) => serde_json::to_value(fields).ok(),
             _ => None,
         };
-        let mut response = error_response_with(
+        let mut body = error_body(
             self.status(),
             self.kind(),
             &self.public_message(),
             request_id,
-            details,
         );
+        if let Some(details) = details {
+            body["error"]["details"] = details;
+        }
+        if let Self::RateLimited { retry_after_secs } = &self {
+            body["error"]["retry_after"] = (*retry_after_secs).into();
+        }
+        let mut response = json_response(self.status(), &body);
         let headers = response.headers_mut();
         match self {
             Self::Unauthorized { challenge, .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, challenge);
             }
-            Self::Blocked { retry_after_secs } => {
+            Self::Blocked { retry_after_secs }
+            | Self::RateLimited { retry_after_secs }
+            | Self::RateLimitUnavailable { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             Self::UriTooLong { .. } | Self::HeadersTooLarge(_) | Self::BodyTooSlow => {
@@ -172,18 +194,31 @@ pub fn error_response_with(
     request_id: &str,
     details: Option<serde_json::Value>,
 ) -> Response<ResponseBody> {
-    let mut body = serde_json::json!({
+    let mut body = error_body(status, kind, message, request_id);
+    if let Some(details) = details {
+        body["error"]["details"] = details;
+    }
+    json_response(status, &body)
+}
+
+fn error_body(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    request_id: &str,
+) -> serde_json::Value {
+    serde_json::json!({
         "error": {
             "code": status.as_u16(),
             "type": kind,
             "message": message,
             "request_id": request_id,
         }
-    });
-    if let Some(details) = details {
-        body["error"]["details"] = details;
-    }
-    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    })
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
     let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -14,7 +14,8 @@
 //!    [`crate::security::csrf`]
 //! 7. authentication (JWT, API keys) and claim rules — [`crate::security::auth`]; identity
 //!    headers are stripped from every request first, so a client can never spoof them
-//! 8. rate limits and quotas — *rate-limit issue*
+//! 8. rate limits and quotas — [`crate::ratelimit`]; a refusal counts towards progressive
+//!    blocking, and every response of a limited route carries `RateLimit-Policy`/`RateLimit`
 //! 9. request validation (JSON Schema for query and body) — [`crate::security::validation`]
 //! 10. cache lookup — *cache issue*
 //! 11. upstream call (balance, breaker, retry, timeout, fallback)
@@ -52,12 +53,16 @@ use crate::config::Config;
 use crate::observe::access::{AccessLog, Exchange, RequestRecord};
 use crate::observe::log_layer::RequestScope;
 use crate::observe::metrics::{self as m, RouteMetrics};
+use crate::ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY};
+use crate::ratelimit::policy::KeySource;
+use crate::ratelimit::{LimitState, RateLimiter, Refusal};
 use crate::security::attack_filter::FilterMode;
 use crate::security::auth::{AuthBuildError, Authenticator, authenticate_any};
 use crate::security::blocklist::Blocklist;
 use crate::security::events::{self, SecurityEvent};
 use crate::security::headers::HeaderSet;
 use crate::security::ip_rules::IpVerdict;
+use crate::store::Stores;
 
 /// Everything the data path needs, built from one config.
 pub struct Pipeline {
@@ -74,6 +79,16 @@ pub struct Pipeline {
     authenticators: Vec<Arc<Authenticator>>,
     /// Every provider's identity headers: removed from every incoming request.
     identity_headers: Vec<header::HeaderName>,
+    /// `None` without a `[rate_limit]` section.
+    limiter: Option<RateLimiter>,
+}
+
+/// State that outlives a reload: the pipeline is rebuilt around it.
+#[derive(Clone)]
+pub struct Retained {
+    pub blocklist: Arc<Blocklist>,
+    pub stores: Arc<Stores>,
+    pub limits: Arc<LimitState>,
 }
 
 /// What stage 12 needs to finish any response, the pipeline's own errors included.
@@ -81,11 +96,13 @@ pub struct Pipeline {
 pub(super) struct Outgoing {
     pub(super) route: Option<Arc<Route>>,
     pub(super) cors: Option<HeaderMap>,
+    /// `RateLimit-Policy` and `RateLimit`, once stage 8 ran.
+    pub(super) rate_limit: Option<(HeaderValue, HeaderValue)>,
 }
 
 impl Pipeline {
     /// Builds the pipeline, including the authentication providers (JWKS fetched here).
-    pub async fn build(config: Config, blocklist: Arc<Blocklist>) -> Result<Self, AuthBuildError> {
+    pub async fn build(config: Config, retained: &Retained) -> Result<Self, AuthBuildError> {
         let mut authenticators = Vec::new();
         for settings in &config.auth {
             authenticators.push(Arc::new(
@@ -124,15 +141,22 @@ impl Pipeline {
             trusted_proxies: config.server.trusted_proxies.clone(),
             no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
             default_headers: config.default_headers.clone(),
-            blocklist,
+            blocklist: retained.blocklist.clone(),
             authenticators,
             identity_headers,
+            limiter: config.rate_limit.clone().map(|settings| {
+                RateLimiter::new(settings, &retained.stores, retained.limits.clone())
+            }),
             config: Arc::new(config),
         })
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
+    }
+
+    pub fn limiter(&self) -> Option<&RateLimiter> {
+        self.limiter.as_ref()
     }
 
     /// Handles one request to its response head; the body streams afterwards.
@@ -159,6 +183,7 @@ impl Pipeline {
             route_metrics: None,
             upstream: None,
             user: None,
+            api_key: None,
             cache: None,
             limit: None,
             error: None,
@@ -191,6 +216,12 @@ impl Pipeline {
                     }
                     None => {}
                 }
+            }
+        }
+        if let Some((policy, state)) = outgoing.rate_limit {
+            headers.insert(RATELIMIT_POLICY, policy);
+            if !state.is_empty() {
+                headers.insert(RATELIMIT, state);
             }
         }
         headers.insert(&X_REQUEST_ID, request_id);
@@ -274,7 +305,8 @@ impl Pipeline {
         // 7. Authentication and claim rules; the identity goes upstream in its headers.
         self.authenticate(&route, &mut parts, record).await?;
 
-        // 8. Rate limits: plug in here with the rate-limit issue.
+        // 8. Rate limits and quotas.
+        self.check_limits(&route, &parts, record, outgoing).await?;
 
         // 9. Request validation.
         for validation in &validations {
@@ -401,6 +433,7 @@ impl Pipeline {
         };
         let identity = match authenticate_any(providers, &parts.headers, parts.uri.query()).await {
             Ok(identity) => identity,
+            Err(failure) if failure.is_missing() && security.auth_optional => return Ok(()),
             Err(failure) => {
                 events::emit(
                     SecurityEvent::AuthFailed {
@@ -437,10 +470,61 @@ impl Pipeline {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         });
+        record.api_key = identity.api_key;
         for (name, value) in identity.forward {
             parts.headers.insert(name, value);
         }
         Ok(())
+    }
+
+    /// Stage 8: every policy of the route must admit the request. A refusal is 429 (or 503 when
+    /// the store is down and the policy fails closed) and counts towards progressive blocking.
+    async fn check_limits(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        record: &mut RequestRecord,
+        outgoing: &mut Outgoing,
+    ) -> Result<(), ProxyError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if route.limits.is_empty() {
+            return Ok(());
+        }
+        let source = KeySource {
+            client_ip: record.client_ip,
+            user: record.user.as_deref(),
+            api_key: record.api_key.as_deref(),
+            route: &route.name,
+            method: &parts.method,
+            headers: &parts.headers,
+        };
+        let verdict = limiter.check(&route.limits, &source).await;
+        outgoing.rate_limit = verdict.headers;
+        match verdict.refusal {
+            None => Ok(()),
+            Some(Refusal::Limited {
+                policy,
+                retry_after_secs,
+                block_on_violation,
+            }) => {
+                events::emit(
+                    SecurityEvent::RateLimited { policy: &policy },
+                    &route.name,
+                    record.client_ip,
+                );
+                record.limit = Some(policy.clone());
+                if block_on_violation {
+                    self.record_violation(route, record.client_ip, "rate_limit")
+                        .await;
+                }
+                Err(ProxyError::RateLimited { retry_after_secs })
+            }
+            Some(Refusal::Unavailable { retry_after_secs }) => {
+                Err(ProxyError::RateLimitUnavailable { retry_after_secs })
+            }
+        }
     }
 
     fn body_limits(&self, route: &Route) -> BodyLimits {

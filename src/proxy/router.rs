@@ -13,6 +13,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub config: RouteConfig,
     pub metrics: Arc<RouteMetrics>,
+    /// The route's rate-limit policies and their decision counters.
+    pub limits: crate::ratelimit::RouteLimits,
 }
 
 #[derive(Default)]
@@ -28,6 +30,7 @@ impl Router {
                 let name: Arc<str> = Arc::from(config.name.as_str());
                 Arc::new(Route {
                     metrics: Arc::new(RouteMetrics::new(name.clone())),
+                    limits: crate::ratelimit::RouteLimits::new(&name, &config.limits),
                     name,
                     config: config.clone(),
                 })

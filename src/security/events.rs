@@ -30,6 +30,8 @@ pub enum SecurityEvent<'a> {
     },
     /// A CORS preflight or a CSRF check refused the request.
     OriginRefused { rule: &'a str },
+    /// A rate-limit policy refused the request.
+    RateLimited { policy: &'a str },
 }
 
 impl SecurityEvent<'_> {
@@ -42,6 +44,7 @@ impl SecurityEvent<'_> {
             Self::IpBlocked { .. } => "ip_blocked",
             Self::AttackDetected { .. } => "attack_detected",
             Self::OriginRefused { .. } => "origin_refused",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -54,6 +57,7 @@ impl SecurityEvent<'_> {
             Self::IpBlockedRequest => "blocklist",
             Self::IpBlocked { reason, .. } => reason,
             Self::AttackDetected { category, .. } => category,
+            Self::RateLimited { policy } => policy,
         }
     }
 }

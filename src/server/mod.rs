@@ -12,7 +12,7 @@ pub mod worker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,6 +23,10 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::observe::metrics as m;
 use crate::proxy::Pipeline;
+use crate::proxy::pipeline::Retained;
+use crate::ratelimit::LimitState;
+use crate::security::blocklist::Blocklist;
+use crate::store::{StoreKind, Stores};
 
 /// State shared by the listeners, every connection and the admin endpoints.
 pub struct Shared {
@@ -34,7 +38,9 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     pub health: crate::admin::health::HealthCache,
     /// Progressive-blocking state; kept across reloads.
-    pub blocklist: Arc<crate::security::blocklist::Blocklist>,
+    pub blocklist: Arc<Blocklist>,
+    /// Store connections and rate-limit memory, kept across reloads.
+    pub retained: ArcSwap<Retained>,
 }
 
 /// A started server: its bound addresses and the means to reload and stop it.
@@ -65,6 +71,17 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Auth(#[from] crate::security::auth::AuthBuildError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Why a reload was refused (the old configuration stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Auth(#[from] crate::security::auth::AuthBuildError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +95,28 @@ pub struct BindError {
 /// Binds every listener of `config` and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = m::install();
-    let blocklist = Arc::new(crate::security::blocklist::Blocklist::memory());
+    let stores = Arc::new(Stores::open(&config.stores, &wanted_stores(&config)).await?);
+    stores.spawn_recovery_probes(
+        config
+            .rate_limit
+            .as_ref()
+            .map_or(Duration::from_secs(1), |r| r.probe_interval),
+    );
+    let blocklist = match config.rate_limit.as_ref().map(|r| r.store) {
+        Some(kind @ (StoreKind::Redis | StoreKind::Postgres)) if config.blocking.is_some() => {
+            Blocklist::shared(kind, &stores, BLOCKLIST_SYNC_INTERVAL)
+        }
+        _ => Arc::new(Blocklist::memory()),
+    };
+    let retained = Retained {
+        blocklist: blocklist.clone(),
+        stores,
+        limits: Arc::new(LimitState::new(
+            config.rate_limit.as_ref().map_or(100_000, |r| r.max_keys),
+        )),
+    };
     // Built first: a provider whose JWKS cannot be fetched stops the start before any bind.
-    let pipeline = Pipeline::build(config, blocklist.clone()).await?;
+    let pipeline = Pipeline::build(config, &retained).await?;
     let config = pipeline.config.clone();
     let workers = config.server.workers;
     let mut bound = Vec::new();
@@ -108,6 +144,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shared = Arc::new(Shared {
         pipeline: ArcSwap::from_pointee(pipeline),
         blocklist,
+        retained: ArcSwap::from_pointee(retained),
         draining: AtomicBool::new(false),
         started: Instant::now(),
         metrics,
@@ -185,6 +222,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// How often a shared blocklist refreshes its local mirror.
+const BLOCKLIST_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shared stores the configuration uses.
+fn wanted_stores(config: &Config) -> Vec<StoreKind> {
+    config.rate_limit.iter().map(|r| r.store).collect()
+}
+
 /// Resolves once shutdown has been signalled (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopped| *stopped).await;
@@ -193,10 +238,7 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 impl Running {
     /// Replaces the whole pipeline; requests already running finish on the old one. Fails (and
     /// keeps the old pipeline) when an authentication provider cannot be built.
-    pub async fn reload(
-        &self,
-        config: Config,
-    ) -> Result<(), crate::security::auth::AuthBuildError> {
+    pub async fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let current = self.shared.pipeline.load();
         let old = &current.config;
         if old.server.listen != config.server.listen
@@ -219,7 +261,24 @@ impl Running {
                 "listen addresses or workers changed: they take effect on restart; the rest is reloaded"
             );
         }
-        let pipeline = Pipeline::build(config, self.shared.blocklist.clone()).await?;
+        let retained = self.shared.retained.load_full();
+        let stores = retained
+            .stores
+            .reopen(&config.stores, &wanted_stores(&config))
+            .await?;
+        let retained = Retained {
+            stores: Arc::new(stores),
+            ..(*retained).clone()
+        };
+        if old.rate_limit.as_ref().map(|r| r.store) != config.rate_limit.as_ref().map(|r| r.store)
+            && config.blocking.is_some()
+        {
+            tracing::warn!(
+                "the blocklist's store changes on restart; the rate limits use the new one now"
+            );
+        }
+        let pipeline = Pipeline::build(config, &retained).await?;
+        self.shared.retained.store(Arc::new(retained));
         self.shared.pipeline.store(Arc::new(pipeline));
         self.shared.health.clear();
         metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "success").increment(1);

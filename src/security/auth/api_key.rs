@@ -220,6 +220,7 @@ impl ApiKeyVerifier {
         Ok(Identity {
             provider: provider.clone(),
             subject: Some(key.subject.clone()),
+            api_key: Some(key.subject.clone()),
             claims: key.claims.clone(),
             forward: key.forward.clone(),
         })

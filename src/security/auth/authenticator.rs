@@ -127,6 +127,7 @@ impl Authenticator {
                 Ok(Identity {
                     provider: self.name.clone(),
                     subject,
+                    api_key: None,
                     claims,
                     forward,
                 })

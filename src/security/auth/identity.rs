@@ -19,6 +19,8 @@ pub struct Identity {
     pub subject: Option<String>,
     /// The verified JWT claims, or `{"name": .., "scopes": [..]}` for an API key.
     pub claims: Value,
+    /// The API key's name when an API key authenticated the request.
+    pub api_key: Option<String>,
     /// Identity headers for the upstream, in the provider's `forward` order (by header name).
     pub forward: Vec<(HeaderName, HeaderValue)>,
 }

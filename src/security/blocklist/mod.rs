@@ -2,20 +2,27 @@
 //! block mode, rate-limit denials) within `window` is refused for `duration` with 403 and
 //! `Retry-After`. Blocks expire by themselves; allowlisted addresses never reach this module.
 //!
-//! The state sits behind [`Blocklist`], whose store is an enum: `memory` now (bounded, expired
-//! entries swept), a shared store (Redis) once the rate-limit stores land, so that a block holds
-//! on every instance. The blocklist outlives config reloads; the settings come with each call.
+//! The state sits behind [`Blocklist`], whose store is `memory` (bounded, expired entries swept)
+//! or the rate-limit store (`redis` or `postgres`, see [`redis`] and [`postgres`]), so that a
+//! block holds on every instance. With a shared store each instance checks a local mirror of the
+//! live blocks (refreshed every second, and at once for its own blocks), so the check costs no
+//! round trip; while the store fails, violations are counted locally. The blocklist outlives
+//! config reloads; the settings come with each call.
+
+pub mod postgres;
+pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::config::units::deserialize_duration;
 use crate::observe::metrics as m;
+use crate::store::{StoreHealth, StoreKind, Stores};
 
 /// `[blocking]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,7 +82,53 @@ pub struct Blocklist {
 
 enum BlockStore {
     Memory(MemoryBlocks),
+    Shared(SharedBlocks),
 }
+
+/// A shared store with a local mirror of its live blocks, so that the check on every request
+/// costs no round trip. The mirror is refreshed every `sync_interval` and updated at once by
+/// this instance's own blocks; while the store fails, violations are counted locally.
+struct SharedBlocks {
+    backend: SharedBackend,
+    health: Arc<StoreHealth>,
+    mirror: Mutex<HashMap<IpAddr, Instant>>,
+    local: MemoryBlocks,
+}
+
+enum SharedBackend {
+    Redis(redis::RedisBlocks),
+    Postgres(postgres::PostgresBlocks),
+}
+
+impl SharedBackend {
+    async fn record_violation(
+        &self,
+        ip: IpAddr,
+        settings: &BlockingSettings,
+    ) -> Result<Option<Duration>, String> {
+        match self {
+            Self::Redis(redis) => redis.record_violation(ip, settings).await,
+            Self::Postgres(pg) => pg.record_violation(ip, settings).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(IpAddr, Duration)>, String> {
+        match self {
+            Self::Redis(redis) => redis.list().await,
+            Self::Postgres(pg) => pg.list().await,
+        }
+    }
+
+    async fn unblock(&self, ip: IpAddr) -> Result<bool, String> {
+        match self {
+            Self::Redis(redis) => redis.unblock(ip).await,
+            Self::Postgres(pg) => pg.unblock(ip).await,
+        }
+    }
+}
+
+/// The longest a shared-store call of the blocklist may take.
+const STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Default for Blocklist {
     fn default() -> Self {
@@ -90,10 +143,77 @@ impl Blocklist {
         }
     }
 
+    /// A blocklist kept in `kind` (one of `stores`), mirrored locally every `sync_interval` by a
+    /// task that ends when the blocklist is dropped.
+    pub fn shared(kind: StoreKind, stores: &Stores, sync_interval: Duration) -> Arc<Self> {
+        let (backend, health) = match (kind, &stores.redis, &stores.postgres) {
+            (StoreKind::Redis, Some(store), _) => (
+                SharedBackend::Redis(redis::RedisBlocks::new(store.clone())),
+                store.health.clone(),
+            ),
+            (StoreKind::Postgres, _, Some(store)) => (
+                SharedBackend::Postgres(postgres::PostgresBlocks::new(store.clone())),
+                store.health.clone(),
+            ),
+            _ => return Arc::new(Self::memory()),
+        };
+        let blocklist = Arc::new(Self {
+            store: BlockStore::Shared(SharedBlocks {
+                backend,
+                health,
+                mirror: Mutex::new(HashMap::new()),
+                local: MemoryBlocks::default(),
+            }),
+        });
+        let weak = Arc::downgrade(&blocklist);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sync_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(blocklist) = weak.upgrade() else {
+                    break;
+                };
+                blocklist.sync().await;
+            }
+        });
+        blocklist
+    }
+
+    /// Refreshes the mirror of a shared store (nothing to do for memory).
+    pub async fn sync(&self) {
+        let BlockStore::Shared(shared) = &self.store else {
+            return;
+        };
+        if shared.health.is_degraded() {
+            return;
+        }
+        if let Ok(Ok(blocks)) = tokio::time::timeout(STORE_TIMEOUT, shared.backend.list()).await {
+            let now = Instant::now();
+            let mirror: HashMap<IpAddr, Instant> = blocks
+                .into_iter()
+                .map(|(ip, left)| (ip, now + left))
+                .collect();
+            metrics::gauge!(m::BLOCKED_ADDRESSES).set(mirror.len() as f64);
+            *shared.mirror.lock().unwrap_or_else(|e| e.into_inner()) = mirror;
+        }
+    }
+
     /// How much longer `ip` stays blocked, if it is.
     pub async fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
         match &self.store {
-            BlockStore::Memory(memory) => memory.blocked_for(ip, Instant::now()),
+            BlockStore::Memory(memory) => memory.blocked_for(ip, now),
+            BlockStore::Shared(shared) => {
+                let mirrored = shared
+                    .mirror
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&ip)
+                    .and_then(|until| until.checked_duration_since(now))
+                    .filter(|left| !left.is_zero());
+                mirrored.max(shared.local.blocked_for(ip, now))
+            }
         }
     }
 
@@ -103,15 +223,61 @@ impl Blocklist {
         ip: IpAddr,
         settings: &BlockingSettings,
     ) -> Option<Duration> {
-        match &self.store {
-            BlockStore::Memory(memory) => memory.record(ip, settings, Instant::now()),
+        let shared = match &self.store {
+            BlockStore::Memory(memory) => return memory.record(ip, settings, Instant::now()),
+            BlockStore::Shared(shared) => shared,
+        };
+        if !shared.health.is_degraded() {
+            let call = shared.backend.record_violation(ip, settings);
+            match tokio::time::timeout(STORE_TIMEOUT, call).await {
+                Ok(Ok(blocked)) => {
+                    if let Some(duration) = blocked {
+                        shared
+                            .mirror
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(ip, Instant::now() + duration);
+                    }
+                    return blocked;
+                }
+                Ok(Err(error)) => {
+                    shared.health.mark_failed(&error);
+                }
+                Err(_) => {
+                    shared
+                        .health
+                        .mark_failed("the blocklist store did not answer in time");
+                }
+            }
         }
+        shared.local.record(ip, settings, Instant::now())
     }
 
     /// Every address blocked now, with the time left.
     pub async fn list(&self) -> Vec<(IpAddr, Duration)> {
         match &self.store {
             BlockStore::Memory(memory) => memory.list(Instant::now()),
+            BlockStore::Shared(shared) => {
+                self.sync().await;
+                let now = Instant::now();
+                let mut all: HashMap<IpAddr, Duration> = shared
+                    .mirror
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter_map(|(ip, until)| {
+                        let left = until.checked_duration_since(now)?;
+                        (!left.is_zero()).then_some((*ip, left))
+                    })
+                    .collect();
+                for (ip, left) in shared.local.list(now) {
+                    let entry = all.entry(ip).or_default();
+                    *entry = (*entry).max(left);
+                }
+                let mut list: Vec<_> = all.into_iter().collect();
+                list.sort();
+                list
+            }
         }
     }
 
@@ -119,6 +285,21 @@ impl Blocklist {
     pub async fn unblock(&self, ip: IpAddr) -> bool {
         match &self.store {
             BlockStore::Memory(memory) => memory.unblock(ip),
+            BlockStore::Shared(shared) => {
+                let local = shared.local.unblock(ip);
+                let mirrored = shared
+                    .mirror
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ip)
+                    .is_some();
+                let stored = tokio::time::timeout(STORE_TIMEOUT, shared.backend.unblock(ip))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(false);
+                local || mirrored || stored
+            }
         }
     }
 }
