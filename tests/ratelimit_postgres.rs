@@ -59,6 +59,7 @@ impl TestDb {
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
             cleanup_interval: Duration::from_secs(3600),
+            synchronous_commit: "off".into(),
         }
     }
 
@@ -665,6 +666,7 @@ async fn a_database_that_is_down_fails_fast_and_keeps_the_password() {
         max_connections: 2,
         connect_timeout: Duration::from_millis(300),
         cleanup_interval: Duration::from_millis(100),
+        synchronous_commit: "on".into(),
     };
     let started = Instant::now();
     let store = Arc::new(PostgresStore::open(&settings).await.unwrap());

@@ -6,7 +6,6 @@
 //! turns out to be closed before the request was written is replaced by a fresh one once, which
 //! is safe for any method because nothing reached the upstream.
 
-use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,15 +24,6 @@ use tokio::net::TcpStream;
 use super::body::{BoxError, ResponseBody};
 use crate::config::UpstreamConfig;
 use crate::observe::metrics::UPSTREAM_REQUEST_DURATION;
-
-thread_local! {
-    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks the current thread as worker `index` (threads that are not workers use pool 0).
-pub fn set_worker_index(index: usize) {
-    WORKER_INDEX.with(|cell| cell.set(index));
-}
 
 /// Why a request could not be exchanged with the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +98,8 @@ impl Upstream {
         target: usize,
         request: Request<ResponseBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        let worker = WORKER_INDEX.with(Cell::get) % self.pools.len();
+        // Threads that are not workers use pool 0.
+        let worker = crate::server::worker::current().unwrap_or(0) % self.pools.len();
         let mut request = request;
         if let Some(mut sender) = self.checkout(worker, target) {
             match sender.try_send_request(request).await {

@@ -95,7 +95,14 @@ pub struct BindError {
 /// Binds every listener of `config` and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = m::install();
-    let stores = Arc::new(Stores::open(&config.stores, &wanted_stores(&config)).await?);
+    let stores = Arc::new(
+        Stores::open(
+            &config.stores,
+            &wanted_stores(&config),
+            config.server.workers,
+        )
+        .await?,
+    );
     stores.spawn_recovery_probes(
         config
             .rate_limit

@@ -1,6 +1,7 @@
 //! A worker thread: its own single-threaded event loop, its own socket on every public address,
 //! and its own upstream connection pools. A request never leaves the thread that accepted it.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,16 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use super::{Shared, connection};
+
+thread_local! {
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker running on this thread; `None` on other threads (the control
+/// runtime, tests). Per-worker resources (upstream pools, store connections) are picked by it.
+pub fn current() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
 
 /// What a worker is given: one socket per public address, and the shutdown signal.
 pub struct WorkerPlan {
@@ -22,7 +33,7 @@ pub struct WorkerPlan {
 pub fn spawn(plan: WorkerPlan, done: oneshot::Sender<usize>) -> std::io::Result<()> {
     let name = format!("rampart-worker-{}", plan.index);
     std::thread::Builder::new().name(name).spawn(move || {
-        crate::proxy::upstream::set_worker_index(plan.index);
+        CURRENT.with(|cell| cell.set(Some(plan.index)));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

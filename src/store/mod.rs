@@ -55,6 +55,8 @@ pub struct Stores {
     pub redis: Option<Arc<redis::RedisStore>>,
     pub postgres: Option<Arc<postgres::PostgresStore>>,
     settings: StoresSection,
+    /// Worker threads, each given its own Redis connection.
+    workers: usize,
 }
 
 /// A store setting that cannot work (a malformed URL, say).
@@ -66,10 +68,16 @@ pub struct StoreError {
 }
 
 impl Stores {
-    /// Opens the stores `wanted` names; settings for others are kept but not connected.
-    pub async fn open(settings: &StoresSection, wanted: &[StoreKind]) -> Result<Self, StoreError> {
+    /// Opens the stores `wanted` names for a server of `workers` worker threads; settings for
+    /// others are kept but not connected.
+    pub async fn open(
+        settings: &StoresSection,
+        wanted: &[StoreKind],
+        workers: usize,
+    ) -> Result<Self, StoreError> {
         let mut stores = Stores {
             settings: settings.clone(),
+            workers,
             ..Default::default()
         };
         stores.ensure(settings, wanted).await?;
@@ -84,6 +92,7 @@ impl Stores {
     ) -> Result<Self, StoreError> {
         let mut stores = Stores {
             settings: settings.clone(),
+            workers: self.workers,
             ..Default::default()
         };
         if settings.redis == self.settings.redis {
@@ -106,7 +115,8 @@ impl Stores {
                 store: "redis",
                 message: "a policy uses the redis store but [store.redis] is missing".into(),
             })?;
-            self.redis = Some(Arc::new(redis::RedisStore::open(redis).await?));
+            let store = redis::RedisStore::open(redis).await?;
+            self.redis = Some(Arc::new(store.with_worker_connections(self.workers)));
         }
         if wanted.contains(&StoreKind::Postgres) && self.postgres.is_none() {
             let postgres = settings.postgres.as_ref().ok_or_else(|| StoreError {

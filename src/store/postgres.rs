@@ -39,7 +39,20 @@ pub struct PostgresSettings {
         deserialize_with = "deserialize_duration"
     )]
     pub cleanup_interval: Duration,
+    /// PostgreSQL's `synchronous_commit` for rampart's sessions. `off` (the default) does not
+    /// wait for each counter update to reach the disk: a database crash can lose the last
+    /// fraction of a second of counts, never consistency, and each check holds a key's row lock
+    /// for microseconds instead of a disk flush.
+    #[serde(default = "default_synchronous_commit")]
+    pub synchronous_commit: String,
 }
+
+fn default_synchronous_commit() -> String {
+    "off".into()
+}
+
+/// The values PostgreSQL accepts for `synchronous_commit`.
+const SYNCHRONOUS_COMMIT_VALUES: [&str; 5] = ["off", "local", "remote_write", "on", "remote_apply"];
 
 fn default_max_connections() -> u32 {
     8
@@ -98,10 +111,20 @@ impl PostgresStore {
                 "cleanup_interval: expected a duration above zero".into(),
             ));
         }
+        if !SYNCHRONOUS_COMMIT_VALUES.contains(&settings.synchronous_commit.as_str()) {
+            return Err(error(format!(
+                "synchronous_commit: expected one of {}, found {:?}",
+                SYNCHRONOUS_COMMIT_VALUES.join(", "),
+                settings.synchronous_commit
+            )));
+        }
+        let options = options
+            .application_name("rampart")
+            .options([("synchronous_commit", settings.synchronous_commit.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.connect_timeout)
-            .connect_lazy_with(options.application_name("rampart"));
+            .connect_lazy_with(options);
         let shared = Arc::new(Shared {
             pool,
             migrated: OnceCell::new(),
@@ -263,6 +286,7 @@ mod tests {
             max_connections: 2,
             connect_timeout: Duration::from_millis(200),
             cleanup_interval: Duration::from_secs(60),
+            synchronous_commit: "off".into(),
         }
     }
 
@@ -302,5 +326,15 @@ mod tests {
             panic!("max_connections = 0 was accepted");
         };
         assert!(e.message.contains("max_connections"), "{e}");
+        let mut s = settings("postgres://u@127.0.0.1:1/db");
+        s.synchronous_commit = "sometimes".into();
+        let Err(e) = PostgresStore::open(&s).await else {
+            panic!("synchronous_commit = sometimes was accepted");
+        };
+        assert!(
+            e.message
+                .contains("synchronous_commit: expected one of off, local"),
+            "{e}"
+        );
     }
 }

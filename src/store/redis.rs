@@ -3,11 +3,16 @@
 //! only validates the URLs: the connection is made on first use, so rampart starts while Redis is
 //! down, calls fail within `connect_timeout` meanwhile, and work again once it is back.
 //!
+//! On a single server each worker thread gets its own multiplexed connection, created on that
+//! worker's event loop the first time it calls, so a call and its answer never cross threads;
+//! other threads (health probes, the admin API, background jobs) share one more. A cluster
+//! connection is shared by all.
+//!
 //! Capabilities run their own Lua scripts through [`RedisStore::invoke`] (`EVALSHA`, loading the
 //! script on `NOSCRIPT`); keys must carry a `{hash tag}` so that every key of one script call
 //! lives in one cluster slot. Errors come back as short strings without URLs or credentials.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -54,6 +59,15 @@ pub struct RedisStore {
     pub settings: RedisSettings,
     pub health: Arc<StoreHealth>,
     connection: RedisConnection,
+    /// Single server only: one lazily created connection per worker thread.
+    per_worker: Option<PerWorker>,
+}
+
+/// What a worker needs to open its own connection, and the connections opened so far.
+struct PerWorker {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connections: Vec<OnceLock<ConnectionManager>>,
 }
 
 impl RedisStore {
@@ -75,7 +89,22 @@ impl RedisStore {
             settings: settings.clone(),
             health: Arc::new(StoreHealth::new("redis")),
             connection,
+            per_worker: None,
         })
+    }
+
+    /// Gives each of `workers` worker threads its own connection (single server; a cluster
+    /// keeps its one shared connection).
+    pub fn with_worker_connections(mut self, workers: usize) -> Self {
+        if let RedisConnection::Single(_) = self.connection {
+            let (client, config) = single_client(&self.settings).expect("validated by open");
+            self.per_worker = Some(PerWorker {
+                client,
+                config,
+                connections: (0..workers).map(|_| OnceLock::new()).collect(),
+            });
+        }
+        self
     }
 
     /// `PING`, for health checks and recovery probes.
@@ -105,9 +134,31 @@ impl RedisStore {
             .map_err(|e| describe(&e))
     }
 
-    /// A handle on the connection for one call (cheap: both kinds are multiplexed handles).
+    /// A handle on the connection for one call (cheap: both kinds are multiplexed handles): the
+    /// calling worker's own connection when there is one, the shared one otherwise.
     pub(crate) fn connection(&self) -> RedisConnection {
-        self.connection.clone()
+        match self.worker_connection() {
+            Some(own) => RedisConnection::Single(own),
+            None => self.connection.clone(),
+        }
+    }
+
+    /// The calling worker's connection, created on first use. It must be created on the
+    /// worker's own event loop: the connection's tasks run on the runtime that creates it.
+    fn worker_connection(&self) -> Option<ConnectionManager> {
+        let per_worker = self.per_worker.as_ref()?;
+        let slot = per_worker
+            .connections
+            .get(crate::server::worker::current()?)?;
+        if let Some(own) = slot.get() {
+            return Some(own.clone());
+        }
+        let own = ConnectionManager::new_lazy_with_config(
+            per_worker.client.clone(),
+            per_worker.config.clone(),
+        )
+        .ok()?;
+        Some(slot.get_or_init(|| own).clone())
     }
 
     /// Whether this is a Redis Cluster (callers group keys by slot then).
@@ -153,6 +204,16 @@ fn parse_url(name: &str, url: &str) -> Result<redis::ConnectionInfo, StoreError>
 /// call, a call while the server is down fails after at most one connection attempt (bounded by
 /// `connect_timeout`), and the manager reconnects by itself after an I/O error.
 fn open_single(settings: &RedisSettings) -> Result<RedisConnection, StoreError> {
+    let (client, config) = single_client(settings)?;
+    let manager = ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| error(format!("url: {}", describe(&e))))?;
+    Ok(RedisConnection::Single(manager))
+}
+
+/// The client and connection settings of a single server.
+fn single_client(
+    settings: &RedisSettings,
+) -> Result<(redis::Client, ConnectionManagerConfig), StoreError> {
     let info = parse_url("url", &settings.url)?;
     let client = redis::Client::open(info).map_err(|e| error(format!("url: {}", describe(&e))))?;
     let config = ConnectionManagerConfig::new()
@@ -162,9 +223,7 @@ fn open_single(settings: &RedisSettings) -> Result<RedisConnection, StoreError> 
         .set_number_of_retries(0)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(settings.connect_timeout);
-    let manager = ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| error(format!("url: {}", describe(&e))))?;
-    Ok(RedisConnection::Single(manager))
+    Ok((client, config))
 }
 
 /// A Redis Cluster from its seed nodes, connected in the background.
