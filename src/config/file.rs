@@ -48,6 +48,10 @@ pub struct FileConfig {
     pub store: crate::store::StoresSection,
     /// Rate-limit store, fallback and policies.
     pub rate_limit: Option<RateLimitSection>,
+    /// The response cache's stores (routes opt in with `[route.cache]`).
+    pub cache: Option<crate::cache::settings::CacheSection>,
+    /// Response compression for every route (routes opt out with `compress = false`).
+    pub compression: Option<crate::compression::CompressionSettings>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.
@@ -269,6 +273,10 @@ pub struct RouteSection {
     /// JSON Schemas for the body and query, per method.
     #[serde(default, rename = "validate")]
     pub validations: Vec<ValidateSection>,
+    /// Cache this route's responses.
+    pub cache: Option<crate::cache::settings::RouteCacheSection>,
+    /// Compress this route's responses (default: as `[compression]` says).
+    pub compress: Option<bool>,
 }
 
 /// A route's `auth`: one provider name or several (any may succeed).

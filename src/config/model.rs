@@ -37,6 +37,8 @@ pub struct Config {
     pub stores: crate::store::StoresSection,
     /// Rate limiting; `None` without a `[rate_limit]` section.
     pub rate_limit: Option<crate::ratelimit::policy::RateLimitConfig>,
+    /// The response cache's stores; `None` when no route caches.
+    pub cache: Option<crate::cache::settings::CacheConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,10 @@ pub struct RouteConfig {
     pub security: RouteSecurity,
     /// Rate-limit policies; all must admit a request.
     pub limits: Vec<Arc<crate::ratelimit::policy::Policy>>,
+    /// `None` when the route does not cache.
+    pub cache: Option<Arc<crate::cache::settings::RoutePolicy>>,
+    /// `None` when the route does not compress.
+    pub compression: Option<Arc<crate::compression::Compression>>,
 }
 
 /// A route's edge-security policies, built once per config.

@@ -15,6 +15,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// The route's rate-limit policies and their decision counters.
     pub limits: crate::ratelimit::RouteLimits,
+    /// `None` when the route does not cache.
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 #[derive(Default)]
@@ -31,6 +33,10 @@ impl Router {
                 Arc::new(Route {
                     metrics: Arc::new(RouteMetrics::new(name.clone())),
                     limits: crate::ratelimit::RouteLimits::new(&name, &config.limits),
+                    cache: config
+                        .cache
+                        .clone()
+                        .map(|policy| crate::cache::RouteCache::new(&name, policy)),
                     name,
                     config: config.clone(),
                 })
