@@ -39,6 +39,9 @@ pub struct Dependency {
     /// Stores only: whether the capabilities using it run on their fallback now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_active: Option<bool>,
+    /// The response cache only: its entries, bytes and hit rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::CacheHealth>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +102,7 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
             status,
             targets,
             fallback_active: None,
+            cache: None,
         }
     });
     let mut dependencies = futures_util::future::join_all(probes).await;
@@ -119,6 +123,22 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
         }));
     }
     dependencies.extend(futures_util::future::join_all(store_probes).await);
+    if let Some(cache) = pipeline.cache() {
+        let health = cache.health();
+        // A cache without its Redis tier still answers, from memory: degraded, not down.
+        let status = match health.redis_in_use {
+            Some(false) => Status::Degraded,
+            _ => Status::Healthy,
+        };
+        dependencies.push(Dependency {
+            name: "cache".into(),
+            kind: "cache",
+            status,
+            targets: Vec::new(),
+            fallback_active: health.redis_in_use.map(|in_use| !in_use),
+            cache: Some(health),
+        });
+    }
     let status = overall(&dependencies);
     Report {
         status,
@@ -189,6 +209,7 @@ fn store_dependency(
             error: error.or_else(|| fallback_active.then(|| health.last_error()).flatten()),
         }],
         fallback_active: Some(fallback_active),
+        cache: None,
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName};
 use http::StatusCode;
+use http::header::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 
 use super::CacheStore;
@@ -33,7 +33,13 @@ pub struct PendingStore {
 
 impl PendingStore {
     pub fn complete(self, body: Bytes) {
-        let entry = Arc::new(Entry::new(self.status, self.headers, body, self.times, self.origin));
+        let entry = Arc::new(Entry::new(
+            self.status,
+            self.headers,
+            body,
+            self.times,
+            self.origin,
+        ));
         self.cache.store(entry, &self.vary, &self.request_headers);
         drop(self.guard);
     }

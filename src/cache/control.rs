@@ -5,8 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap};
 use http::StatusCode;
+use http::header::{self, HeaderMap};
 
 use super::settings::RoutePolicy;
 
@@ -174,8 +174,14 @@ pub fn evaluate(
                 .map_or(policy.stale_if_error, Duration::from_secs),
         )
     };
-    let has_validator = headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
-    if fresh <= initial_age && swr.is_zero() && sie.is_zero() && policy.keep_stale.is_zero() && !has_validator {
+    let has_validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    if fresh <= initial_age
+        && swr.is_zero()
+        && sie.is_zero()
+        && policy.keep_stale.is_zero()
+        && !has_validator
+    {
         return Verdict::Skip("stale-on-arrival");
     }
     Verdict::Store(Lifetime {
@@ -246,13 +252,22 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         map
     }
 
     fn fresh_for(pairs: &[(&str, &str)]) -> Result<u64, &'static str> {
-        match evaluate(&policy(), StatusCode::OK, &headers(pairs), false, SystemTime::now()) {
+        match evaluate(
+            &policy(),
+            StatusCode::OK,
+            &headers(pairs),
+            false,
+            SystemTime::now(),
+        ) {
             Verdict::Store(l) => Ok(l.fresh.as_secs()),
             Verdict::Skip(why) => Err(why),
         }
@@ -262,7 +277,10 @@ mod tests {
     fn freshness_sources_in_order() {
         assert_eq!(fresh_for(&[]), Ok(300));
         assert_eq!(fresh_for(&[("cache-control", "max-age=60")]), Ok(60));
-        assert_eq!(fresh_for(&[("cache-control", "max-age=60, s-maxage=600")]), Ok(600));
+        assert_eq!(
+            fresh_for(&[("cache-control", "max-age=60, s-maxage=600")]),
+            Ok(600)
+        );
         assert_eq!(
             fresh_for(&[
                 ("date", "Sun, 22 Nov 2026 08:00:00 GMT"),
@@ -275,14 +293,23 @@ mod tests {
             fresh_for(&[("cache-control", "no-cache"), ("etag", "\"1\"")]),
             Ok(0)
         );
-        assert_eq!(fresh_for(&[("cache-control", "no-cache")]), Err("stale-on-arrival"));
-        assert_eq!(fresh_for(&[("cache-control", "max-age=0")]), Err("stale-on-arrival"));
+        assert_eq!(
+            fresh_for(&[("cache-control", "no-cache")]),
+            Err("stale-on-arrival")
+        );
+        assert_eq!(
+            fresh_for(&[("cache-control", "max-age=0")]),
+            Err("stale-on-arrival")
+        );
     }
 
     #[test]
     fn refusals() {
         assert_eq!(fresh_for(&[("cache-control", "no-store")]), Err("no-store"));
-        assert_eq!(fresh_for(&[("cache-control", "private, max-age=60")]), Err("private"));
+        assert_eq!(
+            fresh_for(&[("cache-control", "private, max-age=60")]),
+            Err("private")
+        );
         assert_eq!(
             fresh_for(&[("cache-control", "private=\"x-a, x-b\", max-age=60")]),
             Err("private")
@@ -291,15 +318,33 @@ mod tests {
         assert_eq!(fresh_for(&[("vary", "*")]), Err("vary-star"));
         let p = policy();
         assert_eq!(
-            evaluate(&p, StatusCode::NOT_FOUND, &HeaderMap::new(), false, SystemTime::now()),
+            evaluate(
+                &p,
+                StatusCode::NOT_FOUND,
+                &HeaderMap::new(),
+                false,
+                SystemTime::now()
+            ),
             Verdict::Skip("status")
         );
         assert_eq!(
-            evaluate(&p, StatusCode::OK, &HeaderMap::new(), true, SystemTime::now()),
+            evaluate(
+                &p,
+                StatusCode::OK,
+                &HeaderMap::new(),
+                true,
+                SystemTime::now()
+            ),
             Verdict::Skip("authorization")
         );
         assert!(matches!(
-            evaluate(&p, StatusCode::OK, &headers(&[("cache-control", "public")]), true, SystemTime::now()),
+            evaluate(
+                &p,
+                StatusCode::OK,
+                &headers(&[("cache-control", "public")]),
+                true,
+                SystemTime::now()
+            ),
             Verdict::Store(_)
         ));
     }
@@ -311,7 +356,10 @@ mod tests {
         let Verdict::Store(l) = evaluate(
             &p,
             StatusCode::OK,
-            &headers(&[("cache-control", "max-age=5, stale-while-revalidate=10"), ("age", "2")]),
+            &headers(&[
+                ("cache-control", "max-age=5, stale-while-revalidate=10"),
+                ("age", "2"),
+            ]),
             false,
             SystemTime::now(),
         ) else {
@@ -323,7 +371,10 @@ mod tests {
         let Verdict::Store(l) = evaluate(
             &p,
             StatusCode::OK,
-            &headers(&[("cache-control", "max-age=5, must-revalidate, stale-if-error=10")]),
+            &headers(&[(
+                "cache-control",
+                "max-age=5, must-revalidate, stale-if-error=10",
+            )]),
             false,
             SystemTime::now(),
         ) else {
@@ -337,7 +388,13 @@ mod tests {
         ));
         // Set-Cookie is never stored unless the route strips it, whatever else it says.
         assert_eq!(
-            evaluate(&p, StatusCode::OK, &headers(&[("set-cookie", "a=1")]), false, SystemTime::now()),
+            evaluate(
+                &p,
+                StatusCode::OK,
+                &headers(&[("set-cookie", "a=1")]),
+                false,
+                SystemTime::now()
+            ),
             Verdict::Skip("set-cookie")
         );
     }
@@ -345,7 +402,10 @@ mod tests {
     #[test]
     fn vary() {
         assert_eq!(
-            vary_names(&headers(&[("vary", "Accept-Language, origin"), ("vary", "origin")])),
+            vary_names(&headers(&[
+                ("vary", "Accept-Language, origin"),
+                ("vary", "origin")
+            ])),
             Some(vec![
                 http::HeaderName::from_static("accept-language"),
                 http::HeaderName::from_static("origin")

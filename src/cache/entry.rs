@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::control::Lifetime;
 use super::key::Key;
@@ -99,7 +99,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes, times: Times, origin: Origin) -> Self {
+    pub fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        times: Times,
+        origin: Origin,
+    ) -> Self {
         Self {
             status,
             headers,
@@ -112,7 +118,11 @@ impl Entry {
 
     /// The body encoded with `encoding`, and whether it was made just now (the caller then
     /// re-weighs the entry in the memory store).
-    pub fn encoded(&self, encoding: Encoding, make: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<(Bytes, bool)> {
+    pub fn encoded(
+        &self,
+        encoding: Encoding,
+        make: impl FnOnce(&[u8]) -> Option<Bytes>,
+    ) -> Option<(Bytes, bool)> {
         let slot = &self.encoded[encoding.index()];
         if let Some(done) = slot.get() {
             return Some((done.clone(), false));
@@ -129,7 +139,12 @@ impl Entry {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        let encoded: usize = self.encoded.iter().filter_map(|e| e.get()).map(Bytes::len).sum();
+        let encoded: usize = self
+            .encoded
+            .iter()
+            .filter_map(|e| e.get())
+            .map(Bytes::len)
+            .sum();
         let total = 256 + headers + self.body.len() + encoded + self.origin.path.len();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
@@ -147,7 +162,13 @@ impl Entry {
                 headers.append(name.clone(), value.clone());
             }
         }
-        Entry::new(self.status, headers, self.body.clone(), times, self.origin.clone())
+        Entry::new(
+            self.status,
+            headers,
+            self.body.clone(),
+            times,
+            self.origin.clone(),
+        )
     }
 }
 
@@ -185,7 +206,9 @@ impl Cached {
     pub fn weight(&self) -> u32 {
         match self {
             Self::Entry(e) => e.weight(),
-            Self::Vary(v) => 128 + v.names.iter().map(|n| n.as_str().len() + 16).sum::<usize>() as u32,
+            Self::Vary(v) => {
+                128 + v.names.iter().map(|n| n.as_str().len() + 16).sum::<usize>() as u32
+            }
         }
     }
 
@@ -253,7 +276,9 @@ impl Cached {
                     headers.append(name, value);
                 }
                 let body = Bytes::copy_from_slice(r.bytes()?);
-                Some(Self::Entry(Arc::new(Entry::new(status, headers, body, times, origin))))
+                Some(Self::Entry(Arc::new(Entry::new(
+                    status, headers, body, times, origin,
+                ))))
             }
             b'V' => {
                 let until_ms = r.u64()?;
@@ -263,7 +288,11 @@ impl Cached {
                 for _ in 0..count {
                     names.push(HeaderName::from_bytes(r.bytes()?).ok()?);
                 }
-                Some(Self::Vary(Arc::new(VaryMarker { names, origin, until_ms })))
+                Some(Self::Vary(Arc::new(VaryMarker {
+                    names,
+                    origin,
+                    until_ms,
+                })))
             }
             _ => None,
         }
@@ -363,7 +392,8 @@ mod tests {
     #[test]
     fn binary_form_round_trips() {
         let e = Arc::new(entry());
-        let Some(Cached::Entry(back)) = Cached::from_bytes(&Cached::Entry(e.clone()).to_bytes()) else {
+        let Some(Cached::Entry(back)) = Cached::from_bytes(&Cached::Entry(e.clone()).to_bytes())
+        else {
             panic!()
         };
         assert_eq!(back.status, e.status);
@@ -376,7 +406,8 @@ mod tests {
             origin: e.origin.clone(),
             until_ms: 5,
         });
-        let Some(Cached::Vary(back)) = Cached::from_bytes(&Cached::Vary(marker.clone()).to_bytes()) else {
+        let Some(Cached::Vary(back)) = Cached::from_bytes(&Cached::Vary(marker.clone()).to_bytes())
+        else {
             panic!()
         };
         assert_eq!(back, marker);
@@ -388,7 +419,9 @@ mod tests {
     fn encoded_forms_are_made_once_and_weighed() {
         let e = entry();
         let before = e.weight();
-        let (first, made) = e.encoded(Encoding::Gzip, |b| Some(Bytes::copy_from_slice(&b[..4]))).unwrap();
+        let (first, made) = e
+            .encoded(Encoding::Gzip, |b| Some(Bytes::copy_from_slice(&b[..4])))
+            .unwrap();
         assert!(made);
         let (again, made) = e.encoded(Encoding::Gzip, |_| panic!("made twice")).unwrap();
         assert!(!made);
@@ -402,9 +435,15 @@ mod tests {
         let mut update = HeaderMap::new();
         update.insert("x-multi", "c".parse().unwrap());
         update.insert("content-length", "0".parse().unwrap());
-        let t = Times { stored_at_ms: 5, ..e.times };
+        let t = Times {
+            stored_at_ms: 5,
+            ..e.times
+        };
         let r = e.refreshed(&update, t);
-        assert_eq!(r.headers.get_all("x-multi").iter().collect::<Vec<_>>(), vec!["c"]);
+        assert_eq!(
+            r.headers.get_all("x-multi").iter().collect::<Vec<_>>(),
+            vec!["c"]
+        );
         assert!(r.headers.get("content-length").is_none());
         assert_eq!(r.times.stored_at_ms, 5);
         assert_eq!(r.body, e.body);

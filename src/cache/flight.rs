@@ -80,7 +80,10 @@ impl Drop for FlightGuard {
         {
             let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
             // Only our own flight: a newer leader may hold the key by now.
-            if map.get(&self.key).is_some_and(|rx| rx.same_channel(&self.tx.subscribe())) {
+            if map
+                .get(&self.key)
+                .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+            {
                 map.remove(&self.key);
             }
         }

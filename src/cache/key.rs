@@ -9,8 +9,8 @@
 use std::fmt;
 
 use aws_lc_rs::digest;
-use http::header::{self, HeaderMap, HeaderName};
 use http::Method;
+use http::header::{self, HeaderMap, HeaderName};
 
 use super::settings::RoutePolicy;
 
@@ -107,8 +107,14 @@ impl Hasher {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
@@ -212,7 +218,12 @@ mod tests {
         (*policy).clone()
     }
 
-    fn key(method: Method, query: Option<&str>, headers: &HeaderMap, identity: Identity<'_>) -> Key {
+    fn key(
+        method: Method,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        identity: Identity<'_>,
+    ) -> Key {
         base_key(
             &policy(),
             &KeyInput {
@@ -231,15 +242,35 @@ mod tests {
     fn parts_that_matter_change_the_key() {
         let none = HeaderMap::new();
         let base = key(Method::GET, Some("a=1&b=2"), &none, Identity::Anonymous);
-        assert_eq!(base, key(Method::GET, Some("b=2&a=1"), &none, Identity::Anonymous));
         assert_eq!(
             base,
-            key(Method::GET, Some("b=2&utm_source=x&a=1&"), &none, Identity::Anonymous)
+            key(Method::GET, Some("b=2&a=1"), &none, Identity::Anonymous)
         );
-        assert_eq!(base, key(Method::HEAD, Some("a=1&b=2"), &none, Identity::Anonymous));
-        assert_ne!(base, key(Method::GET, Some("a=1&b=3"), &none, Identity::Anonymous));
-        assert_ne!(base, key(Method::POST, Some("a=1&b=2"), &none, Identity::Anonymous));
-        assert_ne!(base, key(Method::GET, Some("a=1&b=2"), &none, Identity::User("alice")));
+        assert_eq!(
+            base,
+            key(
+                Method::GET,
+                Some("b=2&utm_source=x&a=1&"),
+                &none,
+                Identity::Anonymous
+            )
+        );
+        assert_eq!(
+            base,
+            key(Method::HEAD, Some("a=1&b=2"), &none, Identity::Anonymous)
+        );
+        assert_ne!(
+            base,
+            key(Method::GET, Some("a=1&b=3"), &none, Identity::Anonymous)
+        );
+        assert_ne!(
+            base,
+            key(Method::POST, Some("a=1&b=2"), &none, Identity::Anonymous)
+        );
+        assert_ne!(
+            base,
+            key(Method::GET, Some("a=1&b=2"), &none, Identity::User("alice"))
+        );
         assert_ne!(
             key(Method::GET, None, &none, Identity::User("alice")),
             key(Method::GET, None, &none, Identity::User("bob"))
@@ -251,11 +282,17 @@ mod tests {
         );
         let mut french = HeaderMap::new();
         french.insert("accept-language", "fr".parse().unwrap());
-        assert_ne!(base, key(Method::GET, Some("a=1&b=2"), &french, Identity::Anonymous));
+        assert_ne!(
+            base,
+            key(Method::GET, Some("a=1&b=2"), &french, Identity::Anonymous)
+        );
         // Unlisted headers do not matter.
         let mut other = HeaderMap::new();
         other.insert("user-agent", "x".parse().unwrap());
-        assert_eq!(base, key(Method::GET, Some("a=1&b=2"), &other, Identity::Anonymous));
+        assert_eq!(
+            base,
+            key(Method::GET, Some("a=1&b=2"), &other, Identity::Anonymous)
+        );
     }
 
     #[test]
@@ -300,8 +337,14 @@ mod tests {
         en.insert("accept-language", "en".parse().unwrap());
         let mut de = HeaderMap::new();
         de.insert("accept-language", "de".parse().unwrap());
-        assert_ne!(variant_key(&base, &names, &en), variant_key(&base, &names, &de));
-        assert_eq!(variant_key(&base, &names, &en), variant_key(&base, &names, &en));
+        assert_ne!(
+            variant_key(&base, &names, &en),
+            variant_key(&base, &names, &de)
+        );
+        assert_eq!(
+            variant_key(&base, &names, &en),
+            variant_key(&base, &names, &en)
+        );
         assert_eq!(Key::from_hex(&base.hex()), Some(base));
         assert_eq!(Key::from_hex("zz"), None);
     }

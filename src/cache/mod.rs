@@ -250,7 +250,9 @@ impl CacheStore {
                 },
                 move || {
                     if let Some(cache) = gap.upgrade() {
-                        tracing::info!("cache: purge channel back; memory tier cleared (purges may have been missed)");
+                        tracing::info!(
+                            "cache: purge channel back; memory tier cleared (purges may have been missed)"
+                        );
                         cache.memory.clear();
                     }
                 },
@@ -279,7 +281,8 @@ impl CacheStore {
         let now = now_ms();
         match tier.get(origin, &origin.base).await? {
             Cached::Entry(entry) => {
-                self.memory.insert(origin.base, Cached::Entry(entry.clone()));
+                self.memory
+                    .insert(origin.base, Cached::Entry(entry.clone()));
                 Some(entry)
             }
             Cached::Vary(marker) => {
@@ -313,7 +316,9 @@ impl CacheStore {
         let variant = key::variant_key(&base, vary, headers);
         // The marker lives as long as the longest-lived variant stored so far.
         let until_ms = match self.memory.get(&base) {
-            Some(Cached::Vary(old)) if old.names == vary => old.until_ms.max(now + ttl.as_millis() as u64),
+            Some(Cached::Vary(old)) if old.names == vary => {
+                old.until_ms.max(now + ttl.as_millis() as u64)
+            }
             _ => now + ttl.as_millis() as u64,
         };
         let marker = Cached::Vary(Arc::new(VaryMarker {
@@ -330,8 +335,14 @@ impl CacheStore {
         self.memory.insert(base, marker);
     }
 
-    /// Re-inserts an entry whose encoded forms grew, so the memory bound counts them.
-    pub fn reweigh(&self, key: Key, entry: Arc<Entry>) {
+    /// Re-inserts an entry whose encoded forms grew, so that the memory bound counts them
+    /// (`headers`: the request's, to find a variant).
+    pub fn reweigh(&self, entry: Arc<Entry>, headers: &HeaderMap) {
+        let base = entry.origin.base;
+        let key = match self.memory.get(&base) {
+            Some(Cached::Vary(marker)) => key::variant_key(&base, &marker.names, headers),
+            _ => base,
+        };
         if let Some(Cached::Entry(current)) = self.memory.get(&key)
             && Arc::ptr_eq(&current, &entry)
         {
@@ -342,7 +353,11 @@ impl CacheStore {
     /// A stale (or fresh) entry for the request, however long ago it expired, as long as a store
     /// still holds it (`keep_stale` keeps entries past their stale windows): the answer of a
     /// route's fallback while its upstream's breaker is open. Memory first, then Redis.
-    pub async fn stale_for_fallback(&self, origin: &Origin, headers: &HeaderMap) -> Option<Arc<Entry>> {
+    pub async fn stale_for_fallback(
+        &self,
+        origin: &Origin,
+        headers: &HeaderMap,
+    ) -> Option<Arc<Entry>> {
         if let Some(entry) = self.lookup_memory(&origin.base, headers) {
             return Some(entry);
         }
@@ -371,7 +386,12 @@ impl CacheStore {
                 report.redis_error.get_or_insert(error);
             }
         }
-        tracing::info!(purge = purge.encode(), memory = report.memory, redis = report.redis, "cache purged");
+        tracing::info!(
+            purge = purge.encode(),
+            memory = report.memory,
+            redis = report.redis,
+            "cache purged"
+        );
         report
     }
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::Purge;
 use super::entry::{Cached, Origin};
 use super::key::Key;
-use super::Purge;
 use crate::observe::metrics as m;
 use crate::store::redis::{RedisStore, describe};
 
@@ -79,7 +79,8 @@ impl RedisTier {
     }
 
     fn failed(&self, kind: &'static str, error: &str) {
-        metrics::counter!(m::CACHE_STORE_ERRORS_TOTAL, "store" => "redis", "kind" => kind).increment(1);
+        metrics::counter!(m::CACHE_STORE_ERRORS_TOTAL, "store" => "redis", "kind" => kind)
+            .increment(1);
         self.store.health.mark_failed(error);
     }
 

@@ -233,7 +233,11 @@ mod tests {
         let data = sample();
         for encoding in Encoding::ALL {
             let packed = compress(encoding, &Levels::default(), &data).unwrap();
-            assert!(packed.len() < data.len() / 4, "{encoding:?}: {}", packed.len());
+            assert!(
+                packed.len() < data.len() / 4,
+                "{encoding:?}: {}",
+                packed.len()
+            );
             assert_eq!(decode(encoding, &packed), data, "{encoding:?}");
         }
     }
@@ -247,13 +251,10 @@ mod tests {
                 .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
                 .collect();
             let inner = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
-            let body = CompressedBody::new(
-                BodyExt::boxed_unsync(inner),
-                encoding,
-                &Levels::default(),
-            )
-            .ok()
-            .unwrap();
+            let body =
+                CompressedBody::new(BodyExt::boxed_unsync(inner), encoding, &Levels::default())
+                    .ok()
+                    .unwrap();
             let packed = body.collect().await.unwrap().to_bytes();
             assert_eq!(decode(encoding, &packed), data, "{encoding:?}");
         }

@@ -223,14 +223,18 @@ impl CompressionSettings {
                 }
             }
         }
-        let opt_out = HeaderName::from_bytes(self.opt_out_header.trim().as_bytes()).map_err(|_| {
-            (
-                "opt_out_header".to_owned(),
-                format!("expected a header name, got {:?}", self.opt_out_header),
-            )
-        })?;
+        let opt_out =
+            HeaderName::from_bytes(self.opt_out_header.trim().as_bytes()).map_err(|_| {
+                (
+                    "opt_out_header".to_owned(),
+                    format!("expected a header name, got {:?}", self.opt_out_header),
+                )
+            })?;
         if !(0..=9).contains(&self.gzip_level) {
-            return Err(("gzip_level".into(), format!("expected 0 to 9, got {}", self.gzip_level)));
+            return Err((
+                "gzip_level".into(),
+                format!("expected 0 to 9, got {}", self.gzip_level),
+            ));
         }
         if self.brotli_level > 11 {
             return Err((
@@ -239,7 +243,10 @@ impl CompressionSettings {
             ));
         }
         if !(1..=19).contains(&self.zstd_level) {
-            return Err(("zstd_level".into(), format!("expected 1 to 19, got {}", self.zstd_level)));
+            return Err((
+                "zstd_level".into(),
+                format!("expected 1 to 19, got {}", self.zstd_level),
+            ));
         }
         Ok(Compression {
             min_bytes: self.min_bytes.0,
@@ -289,7 +296,13 @@ impl Compression {
         let Some(media) = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
         else {
             return false;
         };
@@ -369,10 +382,7 @@ pub fn mark_encoded(headers: &mut HeaderMap, encoding: Encoding, length: Option<
 
 /// Stage 12: encodes `response` as negotiated, streaming. A response that already carries a
 /// `Content-Encoding` (a cache hit encoded from its entry, or the upstream's own) is left as it is.
-pub fn apply(
-    response: Response<ResponseBody>,
-    negotiated: &Negotiated,
-) -> Response<ResponseBody> {
+pub fn apply(response: Response<ResponseBody>, negotiated: &Negotiated) -> Response<ResponseBody> {
     let policy = &negotiated.policy;
     if !policy.eligible(response.status(), response.headers()) {
         return response;
@@ -426,10 +436,21 @@ mod tests {
             "application/problem+json",
             "image/svg+xml",
         ] {
-            assert!(p.compressible_type(&headers(&[("content-type", yes)])), "{yes}");
+            assert!(
+                p.compressible_type(&headers(&[("content-type", yes)])),
+                "{yes}"
+            );
         }
-        for no in ["image/png", "text/event-stream", "application/octet-stream", ""] {
-            assert!(!p.compressible_type(&headers(&[("content-type", no)])), "{no}");
+        for no in [
+            "image/png",
+            "text/event-stream",
+            "application/octet-stream",
+            "",
+        ] {
+            assert!(
+                !p.compressible_type(&headers(&[("content-type", no)])),
+                "{no}"
+            );
         }
         assert!(!p.compressible_type(&HeaderMap::new()));
     }
@@ -441,9 +462,15 @@ mod tests {
         assert!(p.eligible(StatusCode::OK, &headers(&json)));
         assert!(!p.eligible(StatusCode::NO_CONTENT, &headers(&json)));
         assert!(!p.eligible(StatusCode::PARTIAL_CONTENT, &headers(&json)));
-        let gz = [("content-type", "application/json"), ("content-encoding", "gzip")];
+        let gz = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ];
         assert!(!p.eligible(StatusCode::OK, &headers(&gz)));
-        let nt = [("content-type", "application/json"), ("cache-control", "public, no-transform")];
+        let nt = [
+            ("content-type", "application/json"),
+            ("cache-control", "public, no-transform"),
+        ];
         assert!(!p.eligible(StatusCode::OK, &headers(&nt)));
     }
 
@@ -451,7 +478,10 @@ mod tests {
     fn negotiation_honours_opt_out_and_head() {
         let p = policy();
         let accept = headers(&[("accept-encoding", "gzip")]);
-        assert_eq!(p.negotiate(&Method::GET, &accept).encoding, Some(Encoding::Gzip));
+        assert_eq!(
+            p.negotiate(&Method::GET, &accept).encoding,
+            Some(Encoding::Gzip)
+        );
         assert_eq!(p.negotiate(&Method::HEAD, &accept).encoding, None);
         let opted = headers(&[("accept-encoding", "gzip"), ("x-no-compression", "1")]);
         assert_eq!(p.negotiate(&Method::GET, &opted).encoding, None);

@@ -156,7 +156,9 @@ pub fn route_policy(
             }
             _ => problems.push((
                 path.key("statuses").index(i),
-                format!("expected a final status from 200 to 599 other than 206 and 304, got {code}"),
+                format!(
+                    "expected a final status from 200 to 599 other than 206 and 304, got {code}"
+                ),
             )),
         }
     }
@@ -197,16 +199,18 @@ fn header_names(names: &[String], path: &KeyPath, problems: &mut Problems) -> Ve
     names
         .iter()
         .enumerate()
-        .filter_map(|(i, text)| match HeaderName::from_bytes(text.trim().as_bytes()) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                problems.push((
-                    path.index(i),
-                    format!("expected a header name such as \"accept-language\", got {text:?}"),
-                ));
-                None
-            }
-        })
+        .filter_map(
+            |(i, text)| match HeaderName::from_bytes(text.trim().as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    problems.push((
+                        path.index(i),
+                        format!("expected a header name such as \"accept-language\", got {text:?}"),
+                    ));
+                    None
+                }
+            },
+        )
         .collect()
 }
 
