@@ -16,8 +16,9 @@ use crate::store::StoreKind;
 pub struct CacheSection {
     /// Memory for cached responses (bodies and headers), in bytes; least recently used first out.
     pub max_memory: ByteSize,
-    /// Largest response body stored; larger ones stream through uncached.
-    pub max_entry_bytes: ByteSize,
+    /// Largest response body stored; larger ones stream through uncached. Default: 1 MiB, or a
+    /// quarter of `max_memory` when that is smaller.
+    pub max_entry_bytes: Option<ByteSize>,
     /// Freshness when neither the route nor the upstream says.
     #[serde(deserialize_with = "deserialize_duration")]
     pub default_ttl: Duration,
@@ -37,7 +38,7 @@ impl Default for CacheSection {
     fn default() -> Self {
         Self {
             max_memory: ByteSize(50 * 1024 * 1024),
-            max_entry_bytes: ByteSize(1024 * 1024),
+            max_entry_bytes: None,
             default_ttl: Duration::from_secs(300),
             store: StoreKind::Memory,
             redis_timeout: Duration::from_millis(100),

@@ -37,19 +37,22 @@ pub fn resolve(file: &FileConfig, problems: &mut Problems) -> Option<CacheConfig
     if section.max_memory.0 > u64::from(u32::MAX) * 16 {
         problems.push((path.key("max_memory"), "expected at most 64GiB".into()));
     }
-    if section.max_entry_bytes.0 == 0 || section.max_entry_bytes.0 > section.max_memory.0 / 4 {
-        problems.push((
-            path.key("max_entry_bytes"),
-            format!(
-                "expected 1 byte to a quarter of max_memory ({} bytes), got {}",
-                section.max_memory.0 / 4,
-                section.max_entry_bytes.0
-            ),
-        ));
-    }
-    if section.max_entry_bytes.0 > u64::from(u32::MAX / 2) {
-        problems.push((path.key("max_entry_bytes"), "expected at most 2GiB".into()));
-    }
+    let max_entry_bytes = match section.max_entry_bytes {
+        Some(set) => {
+            let quarter = section.max_memory.0 / 4;
+            if set.0 == 0 || set.0 > quarter || set.0 > u64::from(u32::MAX / 2) {
+                problems.push((
+                    path.key("max_entry_bytes"),
+                    format!(
+                        "expected 1 byte to a quarter of max_memory ({quarter} bytes, and at most 2GiB), got {}",
+                        set.0
+                    ),
+                ));
+            }
+            set.0
+        }
+        None => (1024 * 1024).min(section.max_memory.0 / 4),
+    };
     if section.default_ttl.is_zero() {
         problems.push((
             path.key("default_ttl"),
@@ -88,7 +91,7 @@ pub fn resolve(file: &FileConfig, problems: &mut Problems) -> Option<CacheConfig
     }
     Some(CacheConfig {
         max_memory: section.max_memory.0,
-        max_entry_bytes: section.max_entry_bytes.0,
+        max_entry_bytes,
         default_ttl: section.default_ttl,
         store: section.store,
         redis_timeout: section.redis_timeout,

@@ -256,6 +256,8 @@ impl Pipeline {
                 }
             }
         }
+        // The client's headers, before rampart adds its own validators.
+        let request_headers = parts.headers.clone();
         let mut validators = false;
         if guard.is_some()
             && let Some(entry) = &found
@@ -264,7 +266,6 @@ impl Pipeline {
             validators = add_validators(&mut parts.headers, entry);
         }
         let identity_upstream = guard.is_some() && route.config.compression.is_some();
-        let request_headers = parts.headers.clone();
         if identity_upstream {
             parts.headers.remove(header::ACCEPT_ENCODING);
         }
@@ -677,7 +678,15 @@ fn admit(
     stored.remove(header::AGE);
     stored.remove(X_CACHE);
     stored.remove(X_CACHE_KEY);
-    Some((Times::new(&lifetime, policy.keep_stale, now), stored, vary))
+    // An entry with a validator stays (at least the route's ttl) past its freshness, so that it
+    // can be revalidated with a conditional request instead of fetched again.
+    let keep = if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+    {
+        policy.keep_stale.max(policy.ttl)
+    } else {
+        policy.keep_stale
+    };
+    Some((Times::new(&lifetime, keep, now), stored, vary))
 }
 
 /// A stale entry refreshed by a `304`, with its new times; `None` when the merged headers no
