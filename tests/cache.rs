@@ -804,3 +804,76 @@ algorithms = ["gzip", "lzma"]
         "{unknown}"
     );
 }
+
+/// examples/cache.toml with `vars` as the environment.
+async fn start_cache_example(vars: &[(&str, String)]) -> rampart::server::Running {
+    let text = std::fs::read_to_string("examples/cache.toml").unwrap();
+    let env: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let config = rampart::config::parse(
+        &text,
+        "cache.toml",
+        std::path::Path::new("examples"),
+        &|var| env.get(var).cloned(),
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    rampart::install_crypto_provider();
+    rampart::server::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_cache_example_caches_and_compresses_the_demo_api() {
+    let app = demo_app().await;
+    let client = client();
+    for redis in [None, Some(redis_url())] {
+        let mut vars = vec![
+            ("RAMPART_LISTEN", "127.0.0.1:0".to_owned()),
+            ("RAMPART_ADMIN", "127.0.0.1:0".to_owned()),
+            ("RAMPART_DEMO_UPSTREAM", app.to_string()),
+            ("RAMPART_REDIS_PREFIX", unique_prefix()),
+        ];
+        if let Some(url) = &redis {
+            vars.push(("REDIS_URL", url.clone()));
+        }
+        let running = start_cache_example(&vars).await;
+        let state = get_json(&client, &admin_url(&running, "/cache")).await;
+        assert_eq!(state["max_memory_bytes"], 50_000_000);
+        assert_eq!(
+            state["store"],
+            if redis.is_some() { "redis" } else { "memory" }
+        );
+        let items = url(&running, "/api/items");
+        let first = client
+            .get(&items)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.headers()["x-cache"], "MISS");
+        assert_eq!(first.headers()["content-encoding"], "gzip");
+        let second = client.get(&items).send().await.unwrap();
+        assert_eq!(second.headers()["x-cache"], "HIT");
+        assert!(second.headers().get("content-encoding").is_none());
+        let listed: Value = second.json().await.unwrap();
+        // A write purges the list.
+        let created = client
+            .post(&items)
+            .json(&serde_json::json!({"name": "cached?", "price": 1.0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let third = client.get(&items).send().await.unwrap();
+        assert_eq!(third.headers()["x-cache"], "MISS");
+        let relisted: Value = third.json().await.unwrap();
+        assert_eq!(
+            relisted.as_array().unwrap().len(),
+            listed.as_array().unwrap().len() + 1
+        );
+        // Other routes are not cached.
+        let health = client.get(url(&running, "/health")).send().await.unwrap();
+        assert!(health.headers().get("x-cache").is_none());
+    }
+}

@@ -364,6 +364,28 @@ impl CacheStore {
         self.lookup_redis(origin, headers).await
     }
 
+    /// After a successful write on `path`: its entries leave this instance's memory and are
+    /// marked purged in Redis (one `SET`, waited for, so the writer's next read misses), and the
+    /// other instances are told to drop them from memory.
+    pub async fn purge_path_after_write(self: &Arc<Self>, path: &str) {
+        let purge = Purge::Path(path.to_owned());
+        let memory = self.memory.purge(|_, v| purge.matches(v.origin()));
+        metrics::counter!(m::CACHE_PURGED_TOTAL, "tier" => "memory").increment(memory);
+        let Some(tier) = self.redis.as_ref().filter(|t| t.usable()) else {
+            return;
+        };
+        if tier.mark_path_purged(path, now_ms()).await.is_err() {
+            return;
+        }
+        let tier = tier.clone();
+        let instance = self.instance.clone();
+        tokio::spawn(async move {
+            if let Err(error) = tier.publish(&instance, &purge).await {
+                tracing::warn!(error, "cache: purge not announced to the other instances");
+            }
+        });
+    }
+
     /// Removes what `purge` selects here and in Redis, and tells the other instances.
     pub async fn purge(&self, purge: Purge) -> PurgeReport {
         let memory = self.memory.purge(|_, v| purge.matches(v.origin()));
@@ -374,6 +396,9 @@ impl CacheStore {
             redis_error: None,
         };
         if let Some(tier) = &self.redis {
+            if let Purge::Path(path) = &purge {
+                let _ = tier.mark_path_purged(path, now_ms()).await;
+            }
             match tier.purge(&purge).await {
                 Ok(n) => {
                     metrics::counter!(m::CACHE_PURGED_TOTAL, "tier" => "redis").increment(n);
@@ -436,6 +461,85 @@ mod tests {
             assert_eq!(Purge::decode(&purge.encode()), Some(purge));
         }
         assert_eq!(Purge::decode("z:1"), None);
+    }
+
+    fn cache() -> Arc<CacheStore> {
+        let config = CacheConfig {
+            max_memory: 1 << 20,
+            max_entry_bytes: 1 << 18,
+            default_ttl: std::time::Duration::from_secs(60),
+            store: StoreKind::Memory,
+            redis_timeout: std::time::Duration::from_millis(50),
+            redis_max_entry_bytes: 1 << 18,
+            lock_timeout: std::time::Duration::from_secs(1),
+        };
+        CacheStore::new(&config, &Stores::default())
+    }
+
+    fn entry(fresh_ms: u64, keep_ms: u64) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            http::StatusCode::OK,
+            HeaderMap::new(),
+            bytes::Bytes::from_static(b"kept"),
+            entry::Times {
+                stored_at_ms: now_ms(),
+                initial_age_ms: 0,
+                fresh_ms,
+                swr_ms: 0,
+                sie_ms: 10,
+                keep_ms,
+            },
+            Origin {
+                route: Arc::from("r"),
+                path: Arc::from("/x"),
+                base: Key([9; 32]),
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn stale_for_fallback_ignores_the_stale_windows() {
+        let cache = cache();
+        let kept = entry(20, 60_000);
+        cache.store(kept.clone(), &[], &HeaderMap::new());
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        let now = now_ms();
+        assert!(
+            !kept.times.is_fresh(now) && !kept.times.within_swr(now) && !kept.times.within_sie(now)
+        );
+        let found = cache
+            .stale_for_fallback(&kept.origin, &HeaderMap::new())
+            .await
+            .expect("kept for the fallback");
+        assert_eq!(found.body, kept.body);
+        // Without keep_stale the entry is gone once its windows close.
+        let cache = self::tests::cache();
+        let gone = entry(20, 0);
+        cache.store(gone.clone(), &[], &HeaderMap::new());
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        assert!(
+            cache
+                .stale_for_fallback(&gone.origin, &HeaderMap::new())
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn variants_are_found_through_their_marker() {
+        let cache = cache();
+        let e = entry(60_000, 0);
+        let names = [http::HeaderName::from_static("accept-language")];
+        let mut en = HeaderMap::new();
+        en.insert("accept-language", "en".parse().unwrap());
+        let mut fr = HeaderMap::new();
+        fr.insert("accept-language", "fr".parse().unwrap());
+        cache.store(e.clone(), &names, &en);
+        assert!(cache.lookup_memory(&e.origin.base, &en).is_some());
+        assert!(cache.lookup_memory(&e.origin.base, &fr).is_none());
+        let report = cache.purge(Purge::Key(e.origin.base)).await;
+        assert_eq!(report.memory, 2, "the marker and its variant");
+        assert!(cache.lookup_memory(&e.origin.base, &en).is_none());
     }
 
     #[test]

@@ -20,6 +20,10 @@ use super::key::Key;
 use crate::observe::metrics as m;
 use crate::store::redis::{RedisStore, describe};
 
+/// How long a write's purge mark is kept: entries stored before it and still alive after it would
+/// be served again (a week is longer than any sensible TTL).
+const PURGE_MARK_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
 pub struct RedisTier {
     pub store: Arc<RedisStore>,
     timeout: Duration,
@@ -69,6 +73,11 @@ impl RedisTier {
         text
     }
 
+    /// The key holding when `path` was last purged by a write (ms since the epoch).
+    fn purged_key(&self, path: &str) -> String {
+        format!("{}cache-purged:{}", self.prefix(), encode_path(path))
+    }
+
     pub fn channel(&self) -> String {
         format!("{}cache:purge", self.prefix())
     }
@@ -88,11 +97,12 @@ impl RedisTier {
     pub async fn get(&self, origin: &Origin, key: &Key) -> Option<Cached> {
         let redis_key = self.redis_key(origin, key);
         let mut connection = self.store.connection();
-        let mut command = redis::cmd("GET");
-        command.arg(&redis_key);
-        let call = command.query_async::<Option<Vec<u8>>>(&mut connection);
-        let packed = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(packed)) => packed?,
+        // The entry and when its path was last purged by a write, in one round trip.
+        let mut command = redis::cmd("MGET");
+        command.arg(&redis_key).arg(self.purged_key(&origin.path));
+        let call = command.query_async::<(Option<Vec<u8>>, Option<u64>)>(&mut connection);
+        let (packed, purged_at) = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok((packed, purged_at))) => (packed?, purged_at),
             Ok(Err(error)) => {
                 self.failed("error", &describe(&error));
                 return None;
@@ -107,7 +117,37 @@ impl RedisTier {
         };
         let bytes = zstd::stream::decode_all(packed.as_slice()).ok()?;
         // The base key covers host, path, query and identity: a value of another base is never used.
-        Cached::from_bytes(&bytes).filter(|c| c.origin().base == origin.base)
+        let cached = Cached::from_bytes(&bytes).filter(|c| c.origin().base == origin.base)?;
+        if let (Cached::Entry(entry), Some(purged_at)) = (&cached, purged_at)
+            && entry.times.stored_at_ms <= purged_at
+        {
+            return None;
+        }
+        Some(cached)
+    }
+
+    /// Marks every entry of `path` stored until now as purged (a write succeeded): lookups skip
+    /// them from now on, on every instance, without scanning the keyspace.
+    pub async fn mark_path_purged(&self, path: &str, now_ms: u64) -> Result<(), String> {
+        let mut connection = self.store.connection();
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.purged_key(path))
+            .arg(now_ms)
+            .arg("PX")
+            .arg(PURGE_MARK_TTL_MS);
+        match tokio::time::timeout(self.timeout, command.query_async::<()>(&mut connection)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                let error = describe(&error);
+                self.failed("error", &error);
+                Err(error)
+            }
+            Err(_) => {
+                self.failed("timeout", "SET took too long");
+                Err("timeout".into())
+            }
+        }
     }
 
     /// Writes `value` at `key` in the background.

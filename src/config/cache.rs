@@ -59,12 +59,23 @@ pub fn resolve(file: &FileConfig, problems: &mut Problems) -> Option<CacheConfig
             "expected a duration above zero".into(),
         ));
     }
+    let mut store = section.store;
     match section.store {
         StoreKind::Memory => {}
         StoreKind::Redis if file.store.redis.is_none() => problems.push((
             path.key("store"),
             "store = \"redis\" needs a [store.redis] section with its url".into(),
         )),
+        // `[store.redis] url = "${REDIS_URL:-}"` left empty: the cache runs on memory alone.
+        StoreKind::Redis
+            if file
+                .store
+                .redis
+                .as_ref()
+                .is_some_and(|r| r.url.trim().is_empty()) =>
+        {
+            store = StoreKind::Memory;
+        }
         StoreKind::Redis => {}
         StoreKind::Postgres => problems.push((
             path.key("store"),
@@ -93,7 +104,7 @@ pub fn resolve(file: &FileConfig, problems: &mut Problems) -> Option<CacheConfig
         max_memory: section.max_memory.0,
         max_entry_bytes,
         default_ttl: section.default_ttl,
-        store: section.store,
+        store,
         redis_timeout: section.redis_timeout,
         redis_max_entry_bytes: section.redis_max_entry_bytes.0,
         lock_timeout: section.lock_timeout,

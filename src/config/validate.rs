@@ -221,7 +221,18 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         blocking: file.blocking.clone().filter(|b| b.enabled),
         auth: file.auth.clone(),
         base_dir: base_dir.to_path_buf(),
-        stores: file.store.clone(),
+        stores: {
+            // An empty url turns [store.redis] off (`url = "${REDIS_URL:-}"`).
+            let mut stores = file.store.clone();
+            if stores
+                .redis
+                .as_ref()
+                .is_some_and(|r| r.url.trim().is_empty())
+            {
+                stores.redis = None;
+            }
+            stores
+        },
         rate_limit,
         cache,
     })

@@ -21,7 +21,7 @@ use crate::cache::entry::{Entry, Origin, Times, now_ms};
 use crate::cache::flight::{self, FlightGuard, Join};
 use crate::cache::key::{self, Identity, KeyInput};
 use crate::cache::settings::RoutePolicy;
-use crate::cache::{CacheStore, Outcome, Purge, RouteCache};
+use crate::cache::{CacheStore, Outcome, RouteCache};
 use crate::compression::{self, Negotiated};
 use crate::observe::access::RequestRecord;
 use crate::proxy::body::{ResponseBody, full};
@@ -285,7 +285,7 @@ impl Pipeline {
     }
 
     /// Stage 12 for caching routes: the upstream's answer (or failure) meets the cache.
-    pub(super) fn cache_finish(
+    pub(super) async fn cache_finish(
         &self,
         route: &Route,
         step: CacheStep,
@@ -308,14 +308,7 @@ impl Pipeline {
                 if let (Ok(response), Some(cache)) = (&result, &self.cache)
                     && response.status().is_success()
                 {
-                    let path = record.uri.path().to_owned();
-                    // Memory at once (the client's next read must not see the old entry);
-                    // Redis and the other instances in the background.
-                    cache.memory.purge(|_, v| &*v.origin().path == path);
-                    let cache = cache.clone();
-                    tokio::spawn(async move {
-                        cache.purge(Purge::Path(path)).await;
-                    });
+                    cache.purge_path_after_write(record.uri.path()).await;
                 }
                 return result;
             }
@@ -428,6 +421,37 @@ impl Pipeline {
         Ok(Response::from_parts(
             parts,
             CachingBody::new(body, limit, pending).boxed_unsync(),
+        ))
+    }
+
+    /// The resilience link: the stored answer for this request, however stale — outside its
+    /// `stale-while-revalidate`/`stale-if-error` windows too, as long as a store still holds it
+    /// (`keep_stale` keeps entries that long) — marked `x-cache: STALE`. Stage 11 calls this when
+    /// the route's upstream cannot be tried (its breaker is open) before answering with an error;
+    /// `None` when the route does not cache or nothing is stored.
+    #[allow(dead_code)] // wired by the breaker (resilience issue)
+    pub(super) fn stale_fallback(
+        &self,
+        route: &Route,
+        step: &CacheStep,
+        method: &Method,
+        record: &mut RequestRecord,
+        outgoing: &Outgoing,
+    ) -> Option<Response<ResponseBody>> {
+        let CacheStep::Forward(ticket) = step else {
+            return None;
+        };
+        let rc = route.cache.as_ref()?;
+        let entry = ticket.stale.as_ref()?;
+        Some(self.answer_parts(
+            rc,
+            &ticket.cache,
+            entry,
+            Outcome::Stale,
+            method,
+            &ticket.request_headers,
+            outgoing,
+            record,
         ))
     }
 
