@@ -120,7 +120,14 @@ pub fn evaluate(
     if policy.honor_vary && vary_names(headers).is_none() {
         return Verdict::Skip("vary-star");
     }
-    let initial_age = Duration::from_secs(age(headers));
+    // RFC 9111 §4.2.3: the larger of the Age header and the time since the response's Date.
+    let apparent = headers
+        .get(header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .and_then(|date| now.duration_since(date).ok())
+        .map_or(0, |d| d.as_secs());
+    let initial_age = Duration::from_secs(age(headers).max(apparent));
     if !policy.honor_cache_control {
         return Verdict::Store(Lifetime {
             fresh: policy.ttl,
@@ -216,13 +223,22 @@ pub fn vary_names(headers: &HeaderMap) -> Option<Vec<http::HeaderName>> {
     Some(names)
 }
 
-/// The `Age` header in seconds (0 when absent or malformed).
+/// The `Age` header in seconds: 0 when absent; a malformed one (negative, fractional, a list,
+/// repeated) makes the response as old as can be, so it is never taken for fresh.
 pub fn age(headers: &HeaderMap) -> u64 {
-    headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    const INVALID: u64 = u32::MAX as u64;
+    let mut values = headers.get_all(header::AGE).iter();
+    let Some(value) = values.next() else {
+        return 0;
+    };
+    if values.next().is_some() {
+        return INVALID;
+    }
+    let text = value.to_str().unwrap_or("").trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return INVALID;
+    }
+    text.parse().unwrap_or(INVALID)
 }
 
 #[cfg(test)]
@@ -281,11 +297,11 @@ mod tests {
             fresh_for(&[("cache-control", "max-age=60, s-maxage=600")]),
             Ok(600)
         );
+        let now = SystemTime::now();
+        let date = httpdate::fmt_http_date(now);
+        let expires = httpdate::fmt_http_date(now + Duration::from_secs(120));
         assert_eq!(
-            fresh_for(&[
-                ("date", "Sun, 22 Nov 2026 08:00:00 GMT"),
-                ("expires", "Sun, 22 Nov 2026 08:02:00 GMT")
-            ]),
+            fresh_for(&[("date", &date), ("expires", &expires)]),
             Ok(120)
         );
         assert_eq!(fresh_for(&[("expires", "0")]), Err("stale-on-arrival"));
@@ -396,6 +412,27 @@ mod tests {
                 SystemTime::now()
             ),
             Verdict::Skip("set-cookie")
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(&HeaderMap::new()), 0);
+        assert_eq!(age(&headers(&[("age", "30")])), 30);
+        for bad in ["-1", "1.5", "7200,0", "abc", "7200a", ""] {
+            assert_eq!(age(&headers(&[("age", bad)])), u32::MAX as u64, "{bad:?}");
+        }
+        assert_eq!(
+            age(&headers(&[("age", "0"), ("age", "7200")])),
+            u32::MAX as u64
+        );
+        // An old Date counts even without Age.
+        assert_eq!(
+            fresh_for(&[
+                ("date", "Sun, 22 Nov 2020 08:00:00 GMT"),
+                ("cache-control", "max-age=60")
+            ]),
+            Err("stale-on-arrival")
         );
     }
 

@@ -373,8 +373,16 @@ impl Pipeline {
             .await;
 
         // 12. Cache store (or a stale answer when the upstream failed).
-        self.cache_finish(&route, step, &method, response, record, outgoing)
-            .await
+        self.cache_finish(
+            &route,
+            step,
+            &method,
+            host.as_deref(),
+            response,
+            record,
+            outgoing,
+        )
+        .await
     }
 
     /// Stage 4: deny lists (403) and blocks (403 with `Retry-After`); allowlisted addresses pass.

@@ -70,10 +70,11 @@ pub(in crate::proxy) enum Lookup {
     Continue(CacheStep, RequestBody),
 }
 
+/// Unsafe methods (RFC 9110 §9.2.1): everything but GET, HEAD, OPTIONS and TRACE.
 fn is_write(method: &Method) -> bool {
-    matches!(
+    !matches!(
         *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
 }
 
@@ -285,11 +286,13 @@ impl Pipeline {
     }
 
     /// Stage 12 for caching routes: the upstream's answer (or failure) meets the cache.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn cache_finish(
         &self,
         route: &Route,
         step: CacheStep,
         method: &Method,
+        host: Option<&str>,
         result: Result<Response<ResponseBody>, ProxyError>,
         record: &mut RequestRecord,
         outgoing: &Outgoing,
@@ -305,10 +308,30 @@ impl Pipeline {
                 });
             }
             CacheStep::PurgeAfterWrite => {
-                if let (Ok(response), Some(cache)) = (&result, &self.cache)
-                    && response.status().is_success()
-                {
-                    cache.purge_path_after_write(record.uri.path()).await;
+                // A body is not Sync: nothing borrowed from the response lives across an await.
+                let written = match (&result, &self.cache) {
+                    (Ok(response), Some(cache)) if response.status().is_success() => {
+                        let mut paths = vec![record.uri.path().to_owned()];
+                        // RFC 9111 §4.4: the URIs in Location and Content-Location too, when
+                        // they are on the same host.
+                        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                            if let Some(path) = response
+                                .headers()
+                                .get(&name)
+                                .and_then(|v| same_host_path(v, record.uri.host(), host))
+                                && !paths.contains(&path)
+                            {
+                                paths.push(path);
+                            }
+                        }
+                        Some((cache.clone(), paths))
+                    }
+                    _ => None,
+                };
+                if let Some((cache, paths)) = written {
+                    for path in paths {
+                        cache.purge_path_after_write(&path).await;
+                    }
                 }
                 return result;
             }
@@ -739,6 +762,23 @@ fn refresh(
         stale.origin.clone(),
     );
     Some((Arc::new(entry), vary))
+}
+
+/// The path of a `Location`-like header value, when it is relative or names the request's host.
+fn same_host_path(
+    value: &HeaderValue,
+    uri_host: Option<&str>,
+    host: Option<&str>,
+) -> Option<String> {
+    let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
+    if let Some(target) = uri.host() {
+        let target = target.to_ascii_lowercase();
+        if Some(target.as_str()) != host && Some(target.as_str()) != uri_host {
+            return None;
+        }
+    }
+    let path = uri.path();
+    path.starts_with('/').then(|| path.to_owned())
 }
 
 fn key_header(origin: &Origin) -> HeaderValue {
