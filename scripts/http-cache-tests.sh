@@ -56,8 +56,9 @@ wait_port() { # port
 PIDS+=($!)
 wait_port $ORIGIN_PORT
 
-# rampart as a shared cache in front of it: the RFC's heuristically cacheable statuses, writes
-# purge, no security headers (a plain cache).
+# rampart as a standards-following shared cache in front of it: only what the origin marks
+# cacheable (ttl = "0s"), the RFC's heuristically cacheable statuses, writes purge, no security
+# headers (a plain cache).
 cat >"$TMP/rampart.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$RAMPART_PORT"]
@@ -78,6 +79,7 @@ name = "all"
 upstream = "origin"
 preserve_host = true
 [route.cache]
+ttl = "0s"
 shared = true
 statuses = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]
 purge_on_write = true

@@ -53,7 +53,8 @@ impl Default for CacheSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RouteCacheSection {
     pub enabled: bool,
-    /// Freshness when the upstream says nothing (or always, with `honor_cache_control = false`).
+    /// Freshness when the upstream says nothing (or always, with `honor_cache_control = false`);
+    /// `"0s"`: only responses with explicit freshness (or a validator) are stored.
     #[serde(deserialize_with = "deserialize_opt_duration")]
     pub ttl: Option<Duration>,
     /// `GET` and `HEAD` by default; `POST` keys on a hash of the body.

@@ -159,8 +159,12 @@ pub fn route_policy(
         }
     }
     let key_headers = header_names(&settings.key_headers, &path.key("key_headers"), problems);
-    if settings.ttl.is_some_and(|t| t.is_zero()) {
-        problems.push((path.key("ttl"), "expected a duration above zero".into()));
+    if settings.ttl.is_some_and(|t| t.is_zero()) && !settings.honor_cache_control {
+        problems.push((
+            path.key("ttl"),
+            "expected a duration above zero (with honor_cache_control = false, ttl is all there is)"
+                .into(),
+        ));
     }
     let mut statuses = Vec::new();
     for (i, &code) in settings.statuses.iter().enumerate() {

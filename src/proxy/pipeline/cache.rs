@@ -725,11 +725,15 @@ fn admit(
     stored.remove(header::AGE);
     stored.remove(X_CACHE);
     stored.remove(X_CACHE_KEY);
-    // An entry with a validator stays (at least the route's ttl) past its freshness, so that it
-    // can be revalidated with a conditional request instead of fetched again.
+    // An entry with a validator stays past its freshness (the route's ttl, at least ten minutes
+    // as nginx's `inactive`), so that it can be revalidated with a conditional request instead
+    // of fetched again; the memory bound still evicts the least used first.
     let keep = if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
     {
-        policy.keep_stale.max(policy.ttl)
+        policy
+            .keep_stale
+            .max(policy.ttl)
+            .max(std::time::Duration::from_secs(600))
     } else {
         policy.keep_stale
     };
