@@ -721,6 +721,48 @@ async fn two_instances_share_entries_through_redis() {
         assert!(Instant::now() < deadline, "b still serves the purged entry");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A write through a purges the path for b too (Redis mark, and b's memory by announcement).
+    let (running_a, running_b) = (&a, &b);
+    let path = "/c/doc";
+    get(&client, &url(running_a, path), &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        get(&client, &url(running_b, path), &[]).await.cache(),
+        "HIT"
+    );
+    assert_eq!(
+        get(&client, &url(running_b, path), &[]).await.cache(),
+        "HIT"
+    );
+    let config = redis_config(&prefix, &redis_url()).replace(
+        "[route.cache]\nttl = \"60s\"",
+        "[route.cache]\nttl = \"60s\"\npurge_on_write = true",
+    );
+    running_a
+        .reload(support::config(&config, addr))
+        .await
+        .unwrap();
+    running_b
+        .reload(support::config(&config, addr))
+        .await
+        .unwrap();
+    let written = client
+        .put(url(running_a, path))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let reply = get(&client, &url(running_b, path), &[]).await;
+        if reply.cache() == "MISS" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b still serves the written path");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
