@@ -14,6 +14,7 @@ pub mod demo;
 pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
+pub mod resilience;
 pub mod security;
 pub mod server;
 pub mod store;

@@ -11,6 +11,7 @@ pub mod interpolate;
 pub mod locate;
 pub mod model;
 pub mod ratelimit;
+pub mod resilience;
 pub mod security;
 pub mod units;
 pub mod validate;
