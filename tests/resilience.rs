@@ -713,3 +713,63 @@ max_concurrent = 0
         assert!(text.contains(expected), "{expected} in\n{text}");
     }
 }
+
+/// `examples/resilience.toml` as shipped, with its three targets moved to free ports: the seeds'
+/// breaker (50% over 10 s, open 60 s) opens on a failing upstream and the seeds' fallback
+/// message answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resilience_example_applies_the_seeds_breaker_and_fallback() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/resilience.toml"
+    ))
+    .unwrap();
+    let mut apps = Vec::new();
+    let mut text = text
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        // Seconds-long backoffs would make this test slow; the breaker is what it checks.
+        .replace("backoff_base = \"1s\"", "backoff_base = \"1ms\"")
+        .replace("backoff_max = \"4s\"", "backoff_max = \"1ms\"");
+    for port in ["3001", "3002", "3003"] {
+        let app = demo_app().await;
+        text = text.replace(&format!("127.0.0.1:{port}"), &app.to_string());
+        apps.push(app);
+    }
+    let config =
+        rampart::config::parse(&text, "resilience.toml", std::path::Path::new("."), &|_| {
+            None
+        })
+        .unwrap();
+    let breaker = config.upstreams[0].circuit_breaker.clone().unwrap();
+    assert_eq!(breaker.window, Duration::from_secs(10));
+    assert_eq!(breaker.error_rate, 50.0);
+    assert_eq!(breaker.open_duration, Duration::from_secs(60));
+    rampart::install_crypto_provider();
+    let running = rampart::server::start(config).await.unwrap();
+    let client = client();
+    assert_eq!(
+        client
+            .get(url(&running, "/api/items"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut last = None;
+    for _ in 0..15 {
+        let r = client
+            .get(url(&running, "/fail?status=500&rate=1"))
+            .send()
+            .await
+            .unwrap();
+        last = Some((r.status(), r.text().await.unwrap()));
+    }
+    let (status, body) = last.unwrap();
+    assert_eq!(status, 503);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["message"], "AI service temporarily unavailable");
+    assert_eq!(body["fallback"], true);
+    running.shutdown().await;
+}
