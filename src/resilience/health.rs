@@ -144,8 +144,12 @@ impl TargetHealth {
 
     /// Whether the target may get traffic now.
     pub fn is_available(&self) -> bool {
-        self.active_healthy.load(Ordering::Relaxed)
-            && self.now_ms() >= self.ejected_until_ms.load(Ordering::Relaxed)
+        if !self.active_healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Never ejected (the usual case): no clock read.
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0 || self.now_ms() >= until
     }
 
     pub fn is_active_healthy(&self) -> bool {

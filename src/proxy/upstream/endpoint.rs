@@ -43,6 +43,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Fold each response time into the endpoint's moving average (`peak_ewma` only).
+    pub track_latency: bool,
 }
 
 struct IdleConnection {
@@ -93,12 +95,12 @@ impl Endpoint {
         // Threads that are not workers use pool 0.
         let worker = crate::server::worker::current().unwrap_or(0) % self.pools.len();
         let guard = LoadGuard::new(self.clone());
-        let started = Instant::now();
+        let started = pool.track_latency.then(Instant::now);
         let mut request = request;
         if let Some(mut sender) = self.checkout(worker, pool) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.load.observe(started.elapsed());
+                    self.observe(started);
                     return Ok(self.wrap(response, worker, sender, pool, guard));
                 }
                 Err(mut failed) => match failed.take_message() {
@@ -110,8 +112,14 @@ impl Endpoint {
         }
         let mut sender = self.connect(pool.connect_timeout).await?;
         let response = sender.send_request(request).await?;
-        self.load.observe(started.elapsed());
+        self.observe(started);
         Ok(self.wrap(response, worker, sender, pool, guard))
+    }
+
+    fn observe(&self, started: Option<Instant>) {
+        if let Some(started) = started {
+            self.load.observe(started.elapsed());
+        }
     }
 
     fn wrap(

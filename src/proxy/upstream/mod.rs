@@ -97,6 +97,9 @@ pub struct Upstream {
     /// The upstream's own breaker, when configured.
     pub breaker: Option<Arc<Breaker>>,
     pub pool: PoolSettings,
+    /// Whether passive ejection applies: several targets, or a name that may resolve to
+    /// several (a single target is never ejected, as in nginx).
+    passive: bool,
     /// Time until the response head.
     pub duration: metrics::Histogram,
     registry: Arc<UpstreamRegistry>,
@@ -122,7 +125,9 @@ impl Upstream {
                 connect_timeout: config.connect_timeout,
                 max_idle: config.pool_max_idle,
                 idle_timeout: config.pool_idle_timeout,
+                track_latency: config.balance == balance::Balance::PeakEwma,
             },
+            passive: config.targets.len() > 1 || config.targets.iter().any(|t| t.ip.is_none()),
             registry: registry.clone(),
             config: config.clone(),
         });
@@ -167,10 +172,9 @@ impl Upstream {
         }
     }
 
-    /// Counts an attempt's result for passive ejection (upstreams of several targets only: a
-    /// single target is never ejected, as in nginx).
+    /// Counts an attempt's result for passive ejection.
     pub fn record(&self, endpoint: &Endpoint, success: bool) {
-        if self.config.targets.len() > 1 || self.members.load().list.len() > 1 {
+        if self.passive {
             endpoint.health.record(success, &self.config.passive_health);
         }
     }
