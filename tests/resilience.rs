@@ -138,7 +138,7 @@ balance = "least_requests"
 connect_timeout = "200ms"
 [upstream.passive_health]
 consecutive_failures = 2
-base_ejection = "5s"
+base_ejection = "2500ms"
 
 [[route]]
 name = "api"
@@ -153,6 +153,7 @@ budget_min_retries = 100
         targets.join(", ")
     );
     let running = start(&config, apps[0].addr).await;
+    let started = Instant::now();
     let url = url(&running, "/api/items");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -200,6 +201,23 @@ budget_min_retries = 100
     assert!(
         metrics.contains("rampart_upstream_retries_total{route=\"api\""),
         "{metrics}"
+    );
+
+    // Restarted on its address, the target gets traffic again once its ejection ends.
+    let addr = apps[1].addr;
+    apps[1] = AppProcess::start(addr).await;
+    // Ejected at about 0.5 s for 2.5 s.
+    let ejection_over = started + Duration::from_millis(3200);
+    tokio::time::sleep_until(ejection_over.into()).await;
+    let client = client();
+    for _ in 0..30 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let stats = get_json(&client, &format!("http://{addr}/stats")).await;
+    assert!(
+        stats["total"].as_u64().unwrap() > 1,
+        "back in rotation: {stats}"
     );
     running.shutdown().await;
 }

@@ -207,16 +207,28 @@ impl TargetHealth {
         }
         // The backoff grows with each ejection, and starts over once the target has stayed in
         // for `max_ejection`.
+        let mut ejections = self.ejections.load(Ordering::Acquire);
         if until != 0 && now - until > settings.max_ejection.as_millis() as u64 {
-            self.ejections.store(0, Ordering::Release);
+            ejections = 0;
         }
-        let ejections = self.ejections.fetch_add(1, Ordering::AcqRel);
         let duration = settings
             .base_ejection
             .saturating_mul(1u32 << ejections.min(20))
             .min(settings.max_ejection);
-        self.ejected_until_ms
-            .store(now + duration.as_millis() as u64, Ordering::Release);
+        // Workers may reach the threshold together: one of them ejects.
+        if self
+            .ejected_until_ms
+            .compare_exchange(
+                until,
+                now + duration.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        self.ejections.store(ejections + 1, Ordering::Release);
         metrics::counter!(m::UPSTREAM_EJECTIONS_TOTAL, "upstream" => self.upstream.clone(), "target" => self.target.clone()).increment(1);
         tracing::warn!(
             upstream = self.upstream,
@@ -272,6 +284,26 @@ mod tests {
         health.record(false, &settings);
         let second = health.ejected_for().unwrap();
         assert!(second > Duration::from_millis(300), "{second:?}");
+    }
+
+    #[test]
+    fn workers_reaching_the_threshold_together_eject_once() {
+        for _ in 0..50 {
+            let health = std::sync::Arc::new(TargetHealth::new("app", "127.0.0.1:1", true));
+            let settings = passive(1);
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let health = health.clone();
+                    let settings = settings.clone();
+                    std::thread::spawn(move || health.record(false, &settings))
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let ejected = health.ejected_for().unwrap();
+            assert!(ejected <= Duration::from_millis(200), "{ejected:?}");
+        }
     }
 
     #[test]
