@@ -791,3 +791,66 @@ async fn the_resilience_example_applies_the_seeds_breaker_and_fallback() {
     assert_eq!(body["fallback"], true);
     running.shutdown().await;
 }
+
+/// A target named by DNS becomes one target per address, keeps its name as `Host`, and a name
+/// that does not resolve gets no traffic (503 `no_healthy_upstream`, not a hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_named_targets_resolve_to_their_addresses() {
+    let app = demo_app().await;
+    let port = app.port();
+    let running = start(
+        &format!(
+            r#"
+[[upstream]]
+name = "named"
+targets = ["localhost:{port}"]
+resolve_interval = "200ms"
+
+[[upstream]]
+name = "unresolvable"
+targets = ["no-such-host.invalid:80"]
+
+[[route]]
+name = "named"
+path_prefix = "/echo"
+upstream = "named"
+
+[[route]]
+name = "unresolvable"
+upstream = "unresolvable"
+"#
+        ),
+        app,
+    )
+    .await;
+    let client = client();
+    let echoed = get_json(&client, &url(&running, "/echo")).await;
+    assert_eq!(
+        echoed["headers"]["host"],
+        format!("localhost:{port}"),
+        "{echoed}"
+    );
+    let health = get_json(&client, &admin_url(&running, "/health")).await;
+    let named = &health["dependencies"][0];
+    assert_eq!(
+        named["targets"][0]["target"],
+        format!("localhost:{port} (127.0.0.1:{port})"),
+        "{health}"
+    );
+    // Re-resolution keeps the same endpoint (and its pooled connections).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client
+            .get(url(&running, "/echo"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = client.get(url(&running, "/other")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "no_healthy_upstream");
+    running.shutdown().await;
+}
