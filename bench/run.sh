@@ -68,7 +68,7 @@ die() { log "ERROR: $*"; exit 1; }
 #                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis cache-hit compress)
+SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience cache-hit compress)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -148,6 +148,38 @@ scenario_compress() {
   SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
   SCEN_NGINX_CONF="$BENCH/nginx.conf"
   SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+# P2C over three upstream processes, a circuit breaker and a retry policy on every request,
+# against plain rampart proxying to one.
+scenario_resilience() {
+  SCEN_DESC="GET / balanced by P2C over three targets, with breaker, passive ejection and retry budget vs plain rampart"
+  SCEN_PATH="/"
+  SCEN_WRK_ARGS=()
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-resilience.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+  SCEN_BEFORE=start_extra_upstreams
+  SCEN_AFTER=stop_extra_upstreams
+}
+
+start_extra_upstreams() { # scenario
+  local addr
+  for addr in 127.0.0.1:18085 127.0.0.1:18086; do
+    port_in_use "$addr" && die "$addr already in use"
+    start_bg "upstream-${addr##*:}" "$TMP/upstream-${addr##*:}.out" "$TMP/upstream-${addr##*:}.err" "$UPSTREAM_BIN" "$addr"
+    wait_http "upstream-${addr##*:}" "http://$addr/" 10 || die "extra upstream $addr did not start"
+  done
+}
+
+stop_extra_upstreams() { # scenario
+  local scen=$1 errors
+  errors=$(curl -s "http://$RAMPART_ADMIN/metrics" | awk '/^rampart_upstream_errors_total/ {sum += $2} END {print sum + 0}')
+  meta "$scen" upstream_errors "$errors"
+  stop_proc upstream-18085
+  stop_proc upstream-18086
 }
 
 redis_reset_stats() { # scenario

@@ -143,7 +143,16 @@ pub fn describe(config: &Config) -> String {
             route.methods.as_ref().map_or("*".into(), |m| {
                 m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
             }),
-            format!("{} ({})", upstream.name, upstream.targets.join(", ")),
+            format!(
+                "{} ({})",
+                upstream.name,
+                upstream
+                    .targets
+                    .iter()
+                    .map(|t| t.authority.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             forwarded,
             humantime::format_duration(route.timeout).to_string(),
             security_summary(config, route),

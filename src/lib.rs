@@ -16,6 +16,7 @@ pub mod demo;
 pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
+pub mod resilience;
 pub mod security;
 pub mod server;
 pub mod store;

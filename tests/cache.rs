@@ -919,3 +919,51 @@ async fn the_cache_example_caches_and_compresses_the_demo_api() {
         assert!(health.headers().get("x-cache").is_none());
     }
 }
+
+#[tokio::test]
+async fn a_stale_entry_answers_while_the_breaker_is_open() {
+    let (addr, origin) = origin().await;
+    let config = cached_config("keep_stale = \"1h\"")
+        .replace("ttl = \"60s\"", "ttl = \"1s\"")
+        .replace(
+            "[route.cache]",
+            "[route.circuit_breaker]\nwindow = \"10s\"\nmin_requests = 2\nerror_rate = 50\nopen_duration = \"60s\"\n[route.fallback_response]\nstatus = 503\njson = { fallback = true }\n[route.cache]",
+        );
+    let running = start(&config, addr).await;
+    let client = client();
+    let path = "/c/answer?fail=1";
+    let first = get(&client, &url(&running, path), &[]).await;
+    assert_eq!((first.status, first.n()), (200, 1));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Expired, no stale window: failures reach the client (the static fallback's 503 only
+    // after the breaker opens; the upstream's own 503 before).
+    origin.set_failing(true);
+    for _ in 0..3 {
+        let failed = get(&client, &url(&running, path), &[]).await;
+        if failed.cache() == "STALE" {
+            break;
+        }
+        assert_eq!(failed.status, 503);
+    }
+    // The breaker is open: the stored answer, however stale, beats an error or the static
+    // fallback.
+    let reply = get(&client, &url(&running, path), &[]).await;
+    assert_eq!(
+        (reply.status, reply.cache(), reply.n()),
+        (200, "STALE", 1),
+        "{}",
+        reply.body
+    );
+    let metrics = metrics_text(&client, &running).await;
+    assert!(
+        metrics.contains(r#"rampart_fallbacks_total{route="c",fallback="stale_cache""#),
+        "{metrics}"
+    );
+    let upstream_calls = origin.hits(path);
+    get(&client, &url(&running, path), &[]).await;
+    assert_eq!(
+        origin.hits(path),
+        upstream_calls,
+        "the open breaker keeps the upstream out"
+    );
+}

@@ -293,7 +293,7 @@ async fn several_policies_in_one_call_count_independently_and_peeks_write_nothin
         let loose_key = format!("{prefix}rl:{{loose|ip=10.0.0.1}}");
         let mut con = con.clone();
         async move {
-            let s: HashMap<String, String> = redis::cmd("HGETALL")
+            let s: Option<String> = redis::cmd("GET")
                 .arg(&strict_key)
                 .query_async(&mut con)
                 .await
@@ -307,7 +307,11 @@ async fn several_policies_in_one_call_count_independently_and_peeks_write_nothin
         }
     };
     let before = dump(&mut con).await;
-    assert_eq!(before.0.get("cur").map(String::as_str), Some("2"));
+    let stored_strict = before.0.clone().unwrap();
+    assert!(
+        stored_strict.ends_with(":0:2"),
+        "start:prev:cur, two counted: {stored_strict}"
+    );
     assert!(before.1.is_some());
     for _ in 0..3 {
         let d = limits.check(&checks(0), now).await.unwrap();
@@ -364,6 +368,36 @@ async fn the_server_clock_is_used_without_now_and_keys_expire() {
     );
 }
 
+/// A policy whose algorithm changes keeps its key: the other algorithm's state reads as none and
+/// is replaced, never an error.
+#[tokio::test]
+async fn a_key_changing_algorithm_starts_afresh() {
+    let url = redis_url();
+    let prefix = unique_prefix();
+    let limits = RedisLimits::new(open(&url, &prefix).await);
+    let now = Some(T0_US);
+    let as_sliding = [Check {
+        key: "switch",
+        limit: sliding(3, 60_000),
+    }];
+    let as_bucket = [Check {
+        key: "switch",
+        limit: bucket(3, 60_000, 3),
+    }];
+    for _ in 0..3 {
+        assert!(limits.check(&as_sliding, now).await.unwrap()[0].allowed);
+    }
+    assert!(!limits.check(&as_sliding, now).await.unwrap()[0].allowed);
+    // Switched to the bucket: a full bucket, whatever the window had counted.
+    let d = limits.check(&as_bucket, now).await.unwrap()[0];
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 2);
+    // And back: the window starts from zero.
+    let d = limits.check(&as_sliding, now).await.unwrap()[0];
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 2);
+}
+
 /// Whatever the script stored for `key`, in the model's terms, and its TTL; then the TTL is
 /// removed, so that real time passing between steps cannot expire what simulated time keeps
 /// (expiry never changes a decision: the algorithms ignore state that old).
@@ -371,31 +405,26 @@ async fn stored(
     con: &mut redis::aio::MultiplexedConnection,
     key: &str,
 ) -> (Option<Sliding>, Option<u64>, i64) {
-    let kind: String = redis::cmd("TYPE").arg(key).query_async(con).await.unwrap();
+    let value: Option<String> = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
     let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(con).await.unwrap();
     let _: i64 = redis::cmd("PERSIST")
         .arg(key)
         .query_async(con)
         .await
         .unwrap();
-    match kind.as_str() {
-        "hash" => {
-            let h: HashMap<String, u64> = redis::cmd("HGETALL")
-                .arg(key)
-                .query_async(con)
-                .await
-                .unwrap();
+    let parts: Option<Vec<u64>> = value
+        .as_deref()
+        .map(|v| v.split(':').map(|n| n.parse().unwrap()).collect());
+    match parts.as_deref() {
+        Some([start_ms, prev, cur]) => {
             let s = Sliding {
-                start_ms: h["start"],
-                prev: h["prev"],
-                cur: h["cur"],
+                start_ms: *start_ms,
+                prev: *prev,
+                cur: *cur,
             };
             (Some(s), None, ttl)
         }
-        "string" => {
-            let tat: u64 = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
-            (None, Some(tat), ttl)
-        }
+        Some([tat]) => (None, Some(*tat), ttl),
         _ => (None, None, ttl),
     }
 }
@@ -509,16 +538,9 @@ proptest! {
             let prefix = unique_prefix();
             let store = RedisLimits::new(open(&url, &prefix).await);
             let mut con = raw(&url).await;
-            let _: () = redis::cmd("HSET")
+            let _: () = redis::cmd("SET")
                 .arg(format!("{prefix}rl:{{s}}"))
-                .arg(&[
-                    "start",
-                    &start.to_string(),
-                    "prev",
-                    &prev.to_string(),
-                    "cur",
-                    &cur.to_string(),
-                ][..])
+                .arg(format!("{start}:{prev}:{cur}"))
                 .query_async(&mut con)
                 .await
                 .unwrap();

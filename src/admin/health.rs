@@ -42,6 +42,9 @@ pub struct Dependency {
     /// The response cache only: its entries, bytes and hit rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::CacheHealth>,
+    /// Upstreams with a breaker: `closed`, `open` or `half_open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +54,13 @@ pub struct TargetHealth {
     pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Upstream targets only: whether requests go to it (it passes its checks and is not
+    /// ejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routable: Option<bool>,
+    /// Upstream targets only: the rest of its ejection after consecutive failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -83,17 +93,30 @@ impl HealthCache {
 async fn probe_all(shared: &Arc<Shared>) -> Report {
     let pipeline = shared.pipeline.load_full();
     let probes = pipeline.upstreams().iter().map(|upstream| async move {
-        let targets = futures_util::future::join_all(
-            upstream
-                .targets
-                .iter()
-                .map(|target| probe_target(target.to_string())),
-        )
+        let endpoints: Vec<_> = upstream
+            .members()
+            .list
+            .iter()
+            .map(|m| m.endpoint.clone())
+            .collect();
+        let targets = futures_util::future::join_all(endpoints.iter().map(|endpoint| async {
+            let mut target = probe_target(endpoint.label().to_owned(), endpoint.addr).await;
+            target.routable = Some(endpoint.health.is_available());
+            target.ejected_ms = endpoint.health.ejected_for().map(|d| d.as_millis() as u64);
+            target
+        }))
         .await;
-        let up = targets.iter().filter(|t| t.status == "up").count();
+        let usable = |t: &TargetHealth| t.status == "up" && t.routable == Some(true);
+        let up = targets.iter().filter(|t| usable(t)).count();
+        let circuit = upstream.breaker.as_ref().map(|b| b.state());
         let status = match up {
-            n if n == targets.len() => Status::Healthy,
             0 => Status::Unhealthy,
+            _ if circuit == Some(crate::resilience::breaker::State::Open) => Status::Unhealthy,
+            n if n == targets.len()
+                && circuit.is_none_or(|c| c == crate::resilience::breaker::State::Closed) =>
+            {
+                Status::Healthy
+            }
             _ => Status::Degraded,
         };
         Dependency {
@@ -103,6 +126,7 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
             targets,
             fallback_active: None,
             cache: None,
+            circuit: circuit.map(|c| c.as_str()),
         }
     });
     let mut dependencies = futures_util::future::join_all(probes).await;
@@ -137,6 +161,7 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
             targets: Vec::new(),
             fallback_active: health.redis_in_use.map(|in_use| !in_use),
             cache: Some(health),
+            circuit: None,
         });
     }
     let status = overall(&dependencies);
@@ -160,13 +185,9 @@ fn overall(dependencies: &[Dependency]) -> Status {
     }
 }
 
-async fn probe_target(target: String) -> TargetHealth {
+async fn probe_target(target: String, addr: std::net::SocketAddr) -> TargetHealth {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::net::TcpStream::connect(target.as_str()),
-    )
-    .await;
+    let outcome = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
     let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     let (status, error) = match outcome {
         Ok(Ok(_)) => ("up", None),
@@ -178,6 +199,8 @@ async fn probe_target(target: String) -> TargetHealth {
         status,
         latency_ms,
         error,
+        routable: None,
+        ejected_ms: None,
     }
 }
 
@@ -207,9 +230,12 @@ fn store_dependency(
             status: if up { "up" } else { "down" },
             latency_ms,
             error: error.or_else(|| fallback_active.then(|| health.last_error()).flatten()),
+            routable: None,
+            ejected_ms: None,
         }],
         fallback_active: Some(fallback_active),
         cache: None,
+        circuit: None,
     }
 }
 

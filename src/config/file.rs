@@ -195,8 +195,27 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
     pub name: String,
-    /// `host:port` targets, used in turn.
-    pub targets: Vec<String>,
+    /// `"host:port"` targets, or `{ address = "host:port", weight = 2 }`. Names are resolved by
+    /// DNS every `resolve_interval`; each address becomes a target.
+    pub targets: Vec<TargetSpec>,
+    /// How a target is chosen: `round_robin`, `least_requests` or `peak_ewma`.
+    #[serde(default)]
+    pub balance: crate::resilience::balance::Balance,
+    #[serde(
+        default = "default_resolve_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub resolve_interval: Duration,
+    /// When no target is healthy: `fail` (503 at once, or the route's fallback) or
+    /// `try_anyway` (use them all as if healthy).
+    #[serde(default)]
+    pub when_none_healthy: crate::proxy::upstream::NoneHealthy,
+    /// Active HTTP health checks.
+    pub health_check: Option<crate::resilience::health::ActiveSettings>,
+    /// Ejection after consecutive failures (on by default for upstreams of several targets).
+    pub passive_health: Option<crate::resilience::health::PassiveSettings>,
+    /// The upstream's circuit breaker.
+    pub circuit_breaker: Option<crate::resilience::breaker::BreakerSettings>,
     #[serde(
         default = "default_connect_timeout",
         deserialize_with = "deserialize_duration"
@@ -214,6 +233,45 @@ pub struct UpstreamSection {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
+}
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One entry of an upstream's `targets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TargetSpec {
+    Address(String),
+    Weighted(WeightedTarget),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTarget {
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl TargetSpec {
+    pub fn address(&self) -> &str {
+        match self {
+            Self::Address(address) => address,
+            Self::Weighted(target) => &target.address,
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        match self {
+            Self::Address(_) => 1,
+            Self::Weighted(target) => target.weight,
+        }
+    }
 }
 fn default_pool_max_idle() -> usize {
     64
@@ -244,9 +302,24 @@ pub struct RouteSection {
     /// Send the client's `Host` upstream instead of the target's `host:port`.
     #[serde(default)]
     pub preserve_host: bool,
-    /// Time allowed for the upstream's response head; `server.request_timeout` when absent.
+    /// Time allowed for the upstream's response head, per attempt; `server.request_timeout`
+    /// when absent.
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub timeout: Option<Duration>,
+    /// Time allowed for all attempts together (backoffs and fallbacks included).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub deadline: Option<Duration>,
+    /// Retries of failed attempts.
+    pub retry: Option<crate::resilience::retry::RetrySettings>,
+    /// A breaker for this route's calls, besides its upstream's.
+    pub circuit_breaker: Option<crate::resilience::breaker::BreakerSettings>,
+    /// Load shedding: requests in flight and waiting.
+    pub concurrency: Option<crate::resilience::shed::ShedSettings>,
+    /// Upstreams tried in order when the route's upstream cannot answer.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// The answer when every upstream of the chain failed.
+    pub fallback_response: Option<FallbackResponseSection>,
     /// Largest request body for this route; `server.max_body_bytes` when absent.
     pub max_body_bytes: Option<ByteSize>,
     /// Overrides of the top-level `[security_headers]`, field by field.
@@ -310,4 +383,22 @@ pub struct ValidateSection {
     pub body_schema_file: Option<String>,
     pub query_schema: Option<serde_json::Value>,
     pub query_schema_file: Option<String>,
+}
+
+/// `[route.fallback_response]`: a static answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackResponseSection {
+    #[serde(default = "default_fallback_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A JSON body, written as a TOML table or value.
+    pub json: Option<serde_json::Value>,
+    /// A plain-text body (instead of `json`).
+    pub body: Option<String>,
+}
+
+fn default_fallback_status() -> u16 {
+    503
 }

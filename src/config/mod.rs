@@ -12,6 +12,7 @@ pub mod interpolate;
 pub mod locate;
 pub mod model;
 pub mod ratelimit;
+pub mod resilience;
 pub mod security;
 pub mod units;
 pub mod validate;

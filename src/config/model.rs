@@ -93,11 +93,49 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `host:port` authorities.
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetConfig>,
     pub connect_timeout: Duration,
     pub pool_max_idle: usize,
     pub pool_idle_timeout: Duration,
+    pub balance: crate::resilience::balance::Balance,
+    pub resolve_interval: Duration,
+    pub when_none_healthy: crate::proxy::upstream::NoneHealthy,
+    pub health_check: Option<crate::resilience::health::ActiveSettings>,
+    pub passive_health: crate::resilience::health::PassiveSettings,
+    pub circuit_breaker: Option<crate::resilience::breaker::BreakerSettings>,
+}
+
+/// One configured target: an address, or a DNS name resolved to addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    /// `host:port` as written: the `Host` sent upstream.
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    /// Set when `host` is an IP address (no resolving).
+    pub ip: Option<std::net::IpAddr>,
+    pub weight: u32,
+}
+
+/// A route's resilience settings.
+#[derive(Debug, Clone, Default)]
+pub struct RouteResilience {
+    /// Across all attempts and fallbacks.
+    pub deadline: Option<Duration>,
+    pub retry: Option<crate::resilience::retry::RetrySettings>,
+    pub circuit_breaker: Option<crate::resilience::breaker::BreakerSettings>,
+    pub concurrency: Option<crate::resilience::shed::ShedSettings>,
+    /// Indices into [`Config::upstreams`], tried in order after the route's own.
+    pub fallback: Vec<usize>,
+    pub fallback_response: Option<Arc<StaticResponse>>,
+}
+
+/// A configured static answer.
+#[derive(Debug, Clone)]
+pub struct StaticResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +158,7 @@ pub struct RouteConfig {
     pub cache: Option<Arc<crate::cache::settings::RoutePolicy>>,
     /// `None` when the route does not compress.
     pub compression: Option<Arc<crate::compression::Compression>>,
+    pub resilience: RouteResilience,
 }
 
 /// A route's edge-security policies, built once per config.

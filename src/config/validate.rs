@@ -259,23 +259,6 @@ fn addresses(texts: &[String], path: &KeyPath, problems: &mut Problems) -> Vec<S
         .collect()
 }
 
-/// `host:port` where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
-fn valid_authority(text: &str) -> bool {
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return false;
-    };
-    if port.parse::<u16>().map_or(true, |p| p == 0) {
-        return false;
-    }
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return std::net::Ipv6Addr::from_str(v6).is_ok();
-    }
-    !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
 fn validate_upstreams(
     sections: &[UpstreamSection],
     root: &KeyPath,
@@ -287,29 +270,23 @@ fn validate_upstreams(
         let path = root.key("upstream").index(i);
         check_name(&section.name, &path.key("name"), problems);
         check_unique(&mut names, &section.name, i, "upstream", &path, problems);
-        if section.targets.is_empty() {
-            problems.push((
-                path.key("targets"),
-                "expected at least one target such as \"127.0.0.1:3000\"".into(),
-            ));
-        }
-        for (t, target) in section.targets.iter().enumerate() {
-            if !valid_authority(target) {
-                problems.push((
-                    path.key("targets").index(t),
-                    format!("expected host:port such as \"127.0.0.1:3000\" or \"app.internal:8080\", got {target:?}"),
-                ));
-            }
-        }
+        let targets = super::resilience::targets(section, &path, problems);
+        super::resilience::check_upstream(section, &path, problems);
         if section.pool_max_idle == 0 {
             problems.push((path.key("pool_max_idle"), "expected at least 1".into()));
         }
         upstreams.push(UpstreamConfig {
             name: section.name.clone(),
-            targets: section.targets.clone(),
+            targets,
             connect_timeout: section.connect_timeout,
             pool_max_idle: section.pool_max_idle,
             pool_idle_timeout: section.pool_idle_timeout,
+            balance: section.balance,
+            resolve_interval: section.resolve_interval,
+            when_none_healthy: section.when_none_healthy,
+            health_check: section.health_check.clone(),
+            passive_health: section.passive_health.clone().unwrap_or_default(),
+            circuit_breaker: section.circuit_breaker.clone(),
         });
     }
     upstreams
@@ -481,6 +458,7 @@ fn resolve_route(
             format!("unknown upstream `{}`: {known}", section.upstream),
         ));
     }
+    let resilience = super::resilience::route(file, section, path, problems);
     let rewrite = match (section.strip_prefix, &section.rewrite) {
         (true, Some(_)) => {
             problems.push((
@@ -523,6 +501,7 @@ fn resolve_route(
         limits: Vec::new(),
         cache: None,
         compression: None,
+        resilience,
     })
 }
 

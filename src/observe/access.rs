@@ -41,6 +41,8 @@ pub struct RequestRecord {
     pub limit: Option<Arc<str>>,
     /// The error `type` when rampart answered with an error.
     pub error: Option<&'static str>,
+    /// Upstream attempts made (retries and fallbacks included).
+    pub attempts: u32,
 }
 
 /// Runs when the response body is done: access log, metrics, connection bookkeeping.
@@ -52,6 +54,8 @@ pub struct Exchange {
     pub in_flight: InFlight,
     /// Where requests that matched no route are counted.
     pub no_route_metrics: Arc<RouteMetrics>,
+    /// The route's concurrency place (load shedding), freed when the exchange completes.
+    pub place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Completion for Exchange {
@@ -62,9 +66,11 @@ impl Completion for Exchange {
             access_log,
             in_flight,
             no_route_metrics,
+            place,
         } = *self;
         let elapsed = record.started.elapsed();
         drop(in_flight);
+        drop(place);
         let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
         route_metrics.finished(&record.method, status, elapsed, bytes_sent);
 
@@ -93,6 +99,7 @@ impl Completion for Exchange {
             cache = record.cache,
             limit = record.limit.as_deref(),
             error = record.error,
+            attempts = record.attempts,
             completed = finished,
             "request"
         );

@@ -35,6 +35,14 @@ pub const CACHE_EVICTIONS_TOTAL: &str = "rampart_cache_evictions_total";
 pub const CACHE_STORE_ERRORS_TOTAL: &str = "rampart_cache_store_errors_total";
 pub const CACHE_PURGED_TOTAL: &str = "rampart_cache_purged_total";
 pub const COMPRESSION_RESPONSES_TOTAL: &str = "rampart_compression_responses_total";
+pub const CIRCUIT_STATE: &str = "rampart_circuit_state";
+pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "rampart_circuit_transitions_total";
+pub const UPSTREAM_TARGET_HEALTHY: &str = "rampart_upstream_target_healthy";
+pub const UPSTREAM_EJECTIONS_TOTAL: &str = "rampart_upstream_ejections_total";
+pub const UPSTREAM_RETRIES_TOTAL: &str = "rampart_upstream_retries_total";
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "rampart_retry_budget_exhausted_total";
+pub const LOAD_SHED_TOTAL: &str = "rampart_load_shed_total";
+pub const FALLBACKS_TOTAL: &str = "rampart_fallbacks_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -122,6 +130,38 @@ fn describe() {
     describe_counter!(
         RATELIMIT_DECISIONS_TOTAL,
         "Rate-limit decisions, by route, policy and decision (allowed, denied, fail_open, fail_closed)."
+    );
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit breaker state by upstream and route (route empty for the upstream's own): 0 closed, 1 open, 2 half-open."
+    );
+    describe_counter!(
+        CIRCUIT_TRANSITIONS_TOTAL,
+        "Circuit breaker transitions, by upstream, route and the state entered (open, half_open, closed)."
+    );
+    describe_gauge!(
+        UPSTREAM_TARGET_HEALTHY,
+        "1 while an upstream target passes its active health checks (always 1 without checks)."
+    );
+    describe_counter!(
+        UPSTREAM_EJECTIONS_TOTAL,
+        "Targets ejected after consecutive failures, by upstream and target."
+    );
+    describe_counter!(
+        UPSTREAM_RETRIES_TOTAL,
+        "Retried upstream attempts, by route and the failure retried (connect, timeout, status, protocol)."
+    );
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED_TOTAL,
+        "Retries not made because the route's retry budget was spent, by route."
+    );
+    describe_counter!(
+        LOAD_SHED_TOTAL,
+        "Requests refused by a route's concurrency limit, by route and reason (queue_full, queue_timeout)."
+    );
+    describe_counter!(
+        FALLBACKS_TOTAL,
+        "Requests served by a route's fallback, by route, the fallback (an upstream name or static) and the trigger (circuit_open, no_healthy_target, attempts_exhausted)."
     );
     describe_gauge!(
         RATELIMIT_STORE_DEGRADED,

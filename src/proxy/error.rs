@@ -58,6 +58,15 @@ pub enum ProxyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("circuit breaker of {upstream} is open")]
+    CircuitOpen {
+        upstream: String,
+        retry_after_secs: u64,
+    },
+    #[error("no healthy target in upstream {upstream}")]
+    NoHealthyTarget { upstream: String },
+    #[error("route at capacity: {reason}")]
+    Overloaded { reason: &'static str },
 }
 
 impl ProxyError {
@@ -80,6 +89,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::CircuitOpen { .. } | Self::NoHealthyTarget { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -102,6 +114,9 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamProtocol { .. } => "bad_gateway",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::NoHealthyTarget { .. } => "no_healthy_upstream",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -136,6 +151,11 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => "the upstream service is unavailable".into(),
             Self::UpstreamTimeout { .. } => "the upstream service did not respond in time".into(),
             Self::UpstreamProtocol { .. } => "the upstream service sent an invalid response".into(),
+            Self::CircuitOpen { .. } => {
+                "the upstream service is temporarily unavailable; try again later".into()
+            }
+            Self::NoHealthyTarget { .. } => "the upstream service has no healthy instance".into(),
+            Self::Overloaded { .. } => "the service is at capacity; try again shortly".into(),
         }
     }
 
@@ -164,8 +184,14 @@ impl ProxyError {
             }
             Self::Blocked { retry_after_secs }
             | Self::RateLimited { retry_after_secs }
-            | Self::RateLimitUnavailable { retry_after_secs } => {
+            | Self::RateLimitUnavailable { retry_after_secs }
+            | Self::CircuitOpen {
+                retry_after_secs, ..
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::NoHealthyTarget { .. } | Self::Overloaded { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::UriTooLong { .. } | Self::HeadersTooLarge(_) | Self::BodyTooSlow => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -30,6 +30,7 @@
 //! The checks that need no pipeline state live in `proxy/checks.rs`.
 
 mod cache;
+mod call;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,11 +39,10 @@ use std::time::Instant;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
-use super::body::{BoxError, ObservedBody, ResponseBody, declared_length};
+use super::body::{ObservedBody, ResponseBody, declared_length};
 use super::checks::{
     Providers, check_head, check_origin, check_validation, preflight_method, read_body,
 };
@@ -53,7 +53,7 @@ use super::headers::remove_hop_by_hop;
 use super::request_body::{BodyFailure, BodyLimits, Lingering, RequestBody, body_failure};
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::{Route, Router, request_host};
-use super::upstream::{SendError, Upstream};
+use super::upstream::{SendError, Upstream, UpstreamRegistry};
 use crate::config::Config;
 use crate::observe::access::{AccessLog, Exchange, RequestRecord};
 use crate::observe::log_layer::RequestScope;
@@ -98,6 +98,8 @@ pub struct Retained {
     pub limits: Arc<LimitState>,
     /// The response cache's stores; `None` when no route caches.
     pub cache: Option<Arc<crate::cache::CacheStore>>,
+    /// Upstream endpoints (pools, health) and circuit breakers.
+    pub upstreams: Arc<UpstreamRegistry>,
 }
 
 /// What stage 12 needs to finish any response, the pipeline's own errors included.
@@ -109,6 +111,8 @@ pub(super) struct Outgoing {
     pub(super) rate_limit: Option<(HeaderValue, HeaderValue)>,
     /// What the client accepts, for routes that compress.
     pub(super) compression: Option<crate::compression::Negotiated>,
+    /// The route's concurrency place, held until the response body ends.
+    pub(super) place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Pipeline {
@@ -126,13 +130,14 @@ impl Pipeline {
             .collect();
         identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         identity_headers.dedup();
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| Arc::new(Upstream::new(u, config.server.workers)))
-            .collect();
+        let mut upstreams = Vec::new();
+        for settings in &config.upstreams {
+            upstreams.push(Upstream::build(settings, &retained.upstreams).await);
+        }
+        retained.upstreams.mark_started();
+        let upstream_names: Vec<Arc<str>> = upstreams.iter().map(|u| u.name.clone()).collect();
         Ok(Self {
-            router: Router::new(&config.routes),
+            router: Router::new(&config.routes, &upstream_names, &retained.upstreams),
             upstreams,
             access_log: Arc::new(AccessLog {
                 enabled: config.log.access_log,
@@ -203,6 +208,7 @@ impl Pipeline {
             cache: None,
             limit: None,
             error: None,
+            attempts: 0,
         };
         let mut outgoing = Outgoing::default();
         let outcome = RequestScope::new(
@@ -251,6 +257,7 @@ impl Pipeline {
             access_log: self.access_log.clone(),
             in_flight,
             no_route_metrics: self.no_route_metrics.clone(),
+            place: outgoing.place,
         };
         response.map(|body| ObservedBody::new(body, Box::new(exchange)))
     }
@@ -357,22 +364,21 @@ impl Pipeline {
             cache::Lookup::Continue(step, body) => (step, body),
         };
 
-        // 11. Upstream call.
-        let upstream = &self.upstreams[route.config.upstream];
-        record.upstream = Some(upstream.name.clone());
+        // 11. Upstream call: load shedding, then balance, breaker, retry, timeout, fallback.
+        if let Some(shed) = &route.shed {
+            outgoing.place = Some(shed.enter().await.map_err(|reason| {
+                metrics::counter!(m::LOAD_SHED_TOTAL, "route" => route.name.clone(), "reason" => reason.as_str()).increment(1);
+                ProxyError::Overloaded {
+                    reason: reason.as_str(),
+                }
+            })?);
+        }
         let response = self
-            .forward(
-                &route,
-                upstream,
-                parts,
-                body,
-                limits,
-                conn,
-                &record.request_id,
-            )
+            .call_upstream(&route, parts, body, limits, conn, record)
             .await;
 
-        // 12. Cache store (or a stale answer when the upstream failed).
+        // 12. Cache store, or a stale answer when the upstream failed (stale-if-error) or could
+        // not be tried (its breaker open: the cache is the route's fallback).
         self.cache_finish(
             &route,
             step,
@@ -589,60 +595,6 @@ impl Pipeline {
             min_rate: server.min_body_rate,
             grace: server.body_rate_grace,
         }
-    }
-
-    /// Sends the request to one of `upstream`'s targets and returns its response. Bodies stream
-    /// both ways, frame by frame; the route's timeout bounds the wait for the response head.
-    #[allow(clippy::too_many_arguments)]
-    async fn forward(
-        &self,
-        route: &Route,
-        upstream: &Arc<Upstream>,
-        mut parts: http::request::Parts,
-        body: RequestBody,
-        limits: BodyLimits,
-        conn: &ConnInfo,
-        request_id: &HeaderValue,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let target = upstream.pick();
-        self.prepare_upstream_head(
-            &mut parts,
-            route,
-            &upstream.targets[target],
-            conn,
-            request_id,
-        )?;
-        // A streamed body that outgrows the limit or stalls fails the exchange; `classify` makes
-        // it a 413 or a 408.
-        let body = body.into_upstream(limits);
-
-        let started = Instant::now();
-        let sent = tokio::time::timeout(
-            route.config.timeout,
-            upstream.send(target, Request::from_parts(parts, body)),
-        )
-        .await;
-        upstream.duration.record(started.elapsed().as_secs_f64());
-        let response = match sent {
-            Err(_) => {
-                return Err(upstream_failure(
-                    upstream,
-                    "timeout",
-                    ProxyError::UpstreamTimeout {
-                        upstream: upstream.name.to_string(),
-                        timeout_ms: route.config.timeout.as_millis(),
-                    },
-                ));
-            }
-            Ok(Err(error)) => return Err(classify(upstream, error, limits.max_bytes)),
-            Ok(Ok(response)) => response,
-        };
-        let (mut parts, body) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ))
     }
 
     /// Turns the client's request head into the upstream's: origin-form URI with the rewritten

@@ -17,6 +17,12 @@ pub struct Route {
     pub limits: crate::ratelimit::RouteLimits,
     /// `None` when the route does not cache.
     pub cache: Option<crate::cache::RouteCache>,
+    /// `[route.retry]`, with its budget.
+    pub retry: Option<crate::resilience::retry::RetryPolicy>,
+    /// `[route.circuit_breaker]`.
+    pub breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
+    /// `[route.concurrency]`.
+    pub shed: Option<crate::resilience::shed::Shedder>,
 }
 
 #[derive(Default)]
@@ -25,11 +31,18 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(configs: &[RouteConfig]) -> Self {
+    /// Builds the routes; a route's breaker comes from `registry` (kept across reloads) and is
+    /// labelled with its upstream's name.
+    pub fn new(
+        configs: &[RouteConfig],
+        upstream_names: &[Arc<str>],
+        registry: &crate::proxy::upstream::UpstreamRegistry,
+    ) -> Self {
         let routes = configs
             .iter()
             .map(|config| {
                 let name: Arc<str> = Arc::from(config.name.as_str());
+                let resilience = &config.resilience;
                 Arc::new(Route {
                     metrics: Arc::new(RouteMetrics::new(name.clone())),
                     limits: crate::ratelimit::RouteLimits::new(&name, &config.limits),
@@ -37,6 +50,17 @@ impl Router {
                         .cache
                         .clone()
                         .map(|policy| crate::cache::RouteCache::new(&name, policy)),
+                    retry: resilience
+                        .retry
+                        .clone()
+                        .map(crate::resilience::retry::RetryPolicy::new),
+                    breaker: resilience.circuit_breaker.as_ref().map(|settings| {
+                        registry.breaker(settings, &upstream_names[config.upstream], &name)
+                    }),
+                    shed: resilience
+                        .concurrency
+                        .clone()
+                        .map(crate::resilience::shed::Shedder::new),
                     name,
                     config: config.clone(),
                 })

@@ -2,7 +2,9 @@
 //! in one round trip. The script is a translation of [`super::algorithm`] and uses the Redis
 //! server's clock (`TIME`), so instances with skewed clocks still agree.
 //!
-//! Keys are `{prefix}rl:{<policy key>}`: the braces are a Redis Cluster hash tag. On a single
+//! Keys are `{prefix}rl:{<policy key>}`: the braces are a Redis Cluster hash tag. Each holds one
+//! string with a TTL: `start:prev:cur` (sliding window, ms) or the theoretical arrival time
+//! (token bucket, µs), so a check is `TIME`, `GET` and at most one `SET … PX` inside the script. On a single
 //! server (or when every key of the request lands in one slot) it is one `EVALSHA`; on a cluster
 //! the checks are grouped by slot and the calls are sent together.
 
@@ -57,20 +59,22 @@ for i, key in ipairs(KEYS) do
   local window = tonumber(ARGV[base + 3])
   local burst = tonumber(ARGV[base + 4])
   local cost = tonumber(ARGV[base + 5])
-  local kind = redis.call('TYPE', key)['ok']
+  -- One string per key: 'start:prev:cur' (sliding window) or the TAT (token bucket). State of
+  -- the other algorithm (the policy changed) reads as none and is overwritten.
+  local stored = redis.call('GET', key)
   local allowed, remaining, reset, retry
   if alg == 's' then
     local now_ms = idiv(now_us, 1000)
     local start = now_ms - (now_ms - idiv(now_ms, window) * window)
     local prev, cur = 0, 0
-    if kind == 'hash' then
-      local s = redis.call('HMGET', key, 'start', 'prev', 'cur')
-      local s_start = tonumber(s[1])
+    if stored then
+      local a, b, c = string.match(stored, '^(%d+):(%d+):(%d+)$')
+      local s_start = a and tonumber(a)
       if s_start == start then
-        prev = tonumber(s[2]) or 0
-        cur = tonumber(s[3]) or 0
+        prev = tonumber(b)
+        cur = tonumber(c)
       elseif s_start ~= nil and s_start + window == start then
-        prev = tonumber(s[3]) or 0
+        prev = tonumber(c)
       end
     end
     local elapsed = now_ms - start
@@ -82,11 +86,8 @@ for i, key in ipairs(KEYS) do
     if allowed then
       remaining = idiv((limit - cur - cost) * window - weighted, window)
       if cost > 0 then
-        if kind ~= 'hash' and kind ~= 'none' then
-          redis.call('DEL', key)
-        end
-        redis.call('HSET', key, 'start', fmt(start), 'prev', fmt(prev), 'cur', fmt(cur + cost))
-        redis.call('PEXPIRE', key, fmt(math.max(start + 2 * window - now_ms, 1)))
+        redis.call('SET', key, fmt(start) .. ':' .. fmt(prev) .. ':' .. fmt(cur + cost),
+          'PX', fmt(math.max(start + 2 * window - now_ms, 1)))
       end
     elseif cur + cost <= limit then
       local room = (limit - cur - cost) * window
@@ -105,10 +106,11 @@ for i, key in ipairs(KEYS) do
     local interval = math.max(idiv(window * 1000, math.max(limit, 1)), 1)
     local tolerance = burst * interval
     local tat = now_us
-    if kind == 'string' then
-      local stored = tonumber(redis.call('GET', key))
-      if stored ~= nil and stored > now_us then
-        tat = stored
+    local stored_tat = stored and string.match(stored, '^(%d+)$')
+    if stored_tat then
+      stored_tat = tonumber(stored_tat)
+      if stored_tat > now_us then
+        tat = stored_tat
       end
     end
     local new_tat = tat + cost * interval

@@ -125,6 +125,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         limits: Arc::new(LimitState::new(
             config.rate_limit.as_ref().map_or(100_000, |r| r.max_keys),
         )),
+        upstreams: Arc::new(crate::proxy::upstream::UpstreamRegistry::new(
+            config.server.workers,
+        )),
     };
     // Built first: a provider whose JWKS cannot be fetched stops the start before any bind.
     let pipeline = Pipeline::build(config, &retained).await?;

@@ -347,6 +347,37 @@ impl Pipeline {
             Err(_) => true,
             Ok(response) => matches!(response.status().as_u16(), 500 | 502 | 503 | 504),
         };
+        // The resilience link: while the upstream cannot be tried at all (its breaker is open,
+        // or no target is healthy) or the route fell back to its static answer, any stored
+        // answer is better, however stale.
+        let trigger = match &result {
+            Err(ProxyError::CircuitOpen { .. }) => Some("circuit_open"),
+            Err(ProxyError::NoHealthyTarget { .. }) => Some("no_healthy_target"),
+            Ok(response)
+                if response
+                    .extensions()
+                    .get::<super::call::StaticFallback>()
+                    .is_some() =>
+            {
+                Some("static_fallback")
+            }
+            _ => None,
+        };
+        if let Some(trigger) = trigger
+            && let Some(stale) = &ticket.stale
+        {
+            metrics::counter!(crate::observe::metrics::FALLBACKS_TOTAL, "route" => route.name.clone(), "fallback" => "stale_cache", "trigger" => trigger).increment(1);
+            return Ok(self.answer_parts(
+                rc,
+                &cache,
+                stale,
+                Outcome::Stale,
+                method,
+                &ticket.request_headers,
+                outgoing,
+                record,
+            ));
+        }
         if upstream_failed
             && let Some(stale) = &ticket.stale
             && stale.times.within_sie(now)
@@ -444,37 +475,6 @@ impl Pipeline {
         Ok(Response::from_parts(
             parts,
             CachingBody::new(body, limit, pending).boxed_unsync(),
-        ))
-    }
-
-    /// The resilience link: the stored answer for this request, however stale — outside its
-    /// `stale-while-revalidate`/`stale-if-error` windows too, as long as a store still holds it
-    /// (`keep_stale` keeps entries that long) — marked `x-cache: STALE`. Stage 11 calls this when
-    /// the route's upstream cannot be tried (its breaker is open) before answering with an error;
-    /// `None` when the route does not cache or nothing is stored.
-    #[allow(dead_code)] // wired by the breaker (resilience issue)
-    pub(super) fn stale_fallback(
-        &self,
-        route: &Route,
-        step: &CacheStep,
-        method: &Method,
-        record: &mut RequestRecord,
-        outgoing: &Outgoing,
-    ) -> Option<Response<ResponseBody>> {
-        let CacheStep::Forward(ticket) = step else {
-            return None;
-        };
-        let rc = route.cache.as_ref()?;
-        let entry = ticket.stale.as_ref()?;
-        Some(self.answer_parts(
-            rc,
-            &ticket.cache,
-            entry,
-            Outcome::Stale,
-            method,
-            &ticket.request_headers,
-            outgoing,
-            record,
         ))
     }
 
@@ -622,15 +622,19 @@ impl Pipeline {
         }
         let validators = add_validators(&mut head.headers, entry);
         let upstream = self.upstreams[route.config.upstream].clone();
-        let target = upstream.pick();
+        // Through the breakers like any request: none while they are open.
+        let mut permits = Vec::new();
+        for breaker in [&route.breaker, &upstream.breaker].into_iter().flatten() {
+            match breaker.admit() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => return,
+            }
+        }
+        let Some(endpoint) = upstream.pick(None) else {
+            return;
+        };
         if self
-            .prepare_upstream_head(
-                &mut head,
-                route,
-                &upstream.targets[target],
-                conn,
-                request_id,
-            )
+            .prepare_upstream_head(&mut head, route, &endpoint.authority, conn, request_id)
             .is_err()
         {
             return;
@@ -643,11 +647,22 @@ impl Pipeline {
         let timeout = route.config.timeout;
         let authorized = policy.shared && request_headers.contains_key(header::AUTHORIZATION);
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let sent = tokio::time::timeout(
                 timeout,
-                upstream.send(target, Request::from_parts(head, full(body))),
+                endpoint.send(Request::from_parts(head, full(body)), upstream.pool),
             )
             .await;
+            let success = matches!(&sent, Ok(Ok(r)) if r.status().as_u16() < 500);
+            let outcome = if success {
+                crate::resilience::breaker::Outcome::Success
+            } else {
+                crate::resilience::breaker::Outcome::Failure
+            };
+            for permit in permits {
+                permit.record(outcome, started.elapsed());
+            }
+            upstream.record(&endpoint, success);
             let Ok(Ok(response)) = sent else {
                 tracing::debug!(
                     upstream = &*upstream.name,
