@@ -19,26 +19,35 @@ use crate::proxy::body::{BoxError, ResponseBody};
 enum Encoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Zstd(ZstdStream),
 }
 
 impl Encoder {
-    fn new(encoding: Encoding, levels: &Levels) -> std::io::Result<Self> {
+    /// `size`: the body's length when known; the encoders then size their tables and window
+    /// for it instead of for the largest input (most of the cost on small bodies).
+    fn new(encoding: Encoding, levels: &Levels, size: Option<u64>) -> std::io::Result<Self> {
         Ok(match encoding {
             Encoding::Gzip => Self::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(levels.gzip),
             )),
-            // 22 = a 4 MiB window, brotli's default.
-            Encoding::Br => Self::Br(Box::new(brotli::CompressorWriter::new(
-                Vec::new(),
-                4096,
-                levels.brotli,
-                22,
-            ))),
-            Encoding::Zstd => {
-                Self::Zstd(zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)?)
+            Encoding::Br => {
+                // The window: the body's size rounded up to a power of two, 1 KiB to 4 MiB
+                // (brotli's default, for unknown sizes).
+                let lgwin = size.map_or(22, |n| (64 - n.max(1).leading_zeros()).clamp(10, 22));
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: levels.brotli as i32,
+                    lgwin: lgwin as i32,
+                    size_hint: size.map_or(0, |n| n as usize),
+                    ..Default::default()
+                };
+                Self::Br(Box::new(brotli::CompressorWriter::with_params(
+                    Vec::new(),
+                    4096,
+                    &params,
+                )))
             }
+            Encoding::Zstd => Self::Zstd(ZstdStream::new(levels.zstd, size)?),
         })
     }
 
@@ -46,7 +55,10 @@ impl Encoder {
         match self {
             Self::Gzip(e) => e.write_all(data),
             Self::Br(e) => e.write_all(data),
-            Self::Zstd(e) => e.write_all(data),
+            Self::Zstd(e) => e.run(
+                data,
+                zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue,
+            ),
         }
     }
 
@@ -54,7 +66,10 @@ impl Encoder {
         match self {
             Self::Gzip(e) => e.flush(),
             Self::Br(e) => e.flush(),
-            Self::Zstd(e) => e.flush(),
+            Self::Zstd(e) => e.run(
+                &[],
+                zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush,
+            ),
         }
     }
 
@@ -63,7 +78,7 @@ impl Encoder {
         let buffer = match self {
             Self::Gzip(e) => e.get_mut(),
             Self::Br(e) => e.get_mut(),
-            Self::Zstd(e) => e.get_mut(),
+            Self::Zstd(e) => &mut e.out,
         };
         Bytes::from(std::mem::take(buffer))
     }
@@ -73,15 +88,99 @@ impl Encoder {
         let rest = match self {
             Self::Gzip(e) => e.finish()?,
             Self::Br(e) => e.into_inner(),
-            Self::Zstd(e) => e.finish()?,
+            Self::Zstd(mut e) => {
+                e.run(
+                    &[],
+                    zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
+                )?;
+                std::mem::take(&mut e.out)
+            }
         };
         Ok(Bytes::from(rest))
     }
 }
 
+thread_local! {
+    /// zstd contexts kept for reuse on this thread: creating one (and clearing its tables)
+    /// costs more than compressing a small body.
+    static ZSTD_CONTEXTS: std::cell::RefCell<Vec<zstd::zstd_safe::CCtx<'static>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Contexts kept per thread.
+const ZSTD_POOL: usize = 16;
+
+/// A zstd frame written with a context from the thread's pool (returned when done).
+struct ZstdStream {
+    cctx: Option<zstd::zstd_safe::CCtx<'static>>,
+    out: Vec<u8>,
+}
+
+fn zstd_error(code: usize) -> std::io::Error {
+    std::io::Error::other(zstd::zstd_safe::get_error_name(code))
+}
+
+impl ZstdStream {
+    fn new(level: i32, size: Option<u64>) -> std::io::Result<Self> {
+        use zstd::zstd_safe::{CCtx, CParameter, ResetDirective};
+        let mut cctx = ZSTD_CONTEXTS
+            .with(|pool| pool.borrow_mut().pop())
+            .unwrap_or_else(CCtx::create);
+        cctx.reset(ResetDirective::SessionAndParameters)
+            .map_err(zstd_error)?;
+        cctx.set_parameter(CParameter::CompressionLevel(level))
+            .map_err(zstd_error)?;
+        cctx.set_pledged_src_size(size).map_err(zstd_error)?;
+        Ok(Self {
+            cctx: Some(cctx),
+            out: Vec::new(),
+        })
+    }
+
+    /// Feeds `input` and, for a flush or the end, drains everything zstd holds.
+    fn run(
+        &mut self,
+        input: &[u8],
+        op: zstd::zstd_safe::zstd_sys::ZSTD_EndDirective,
+    ) -> std::io::Result<()> {
+        use zstd::zstd_safe::{InBuffer, OutBuffer, zstd_sys::ZSTD_EndDirective};
+        let cctx = self.cctx.as_mut().expect("present until drop");
+        let mut input = InBuffer::around(input);
+        loop {
+            self.out.reserve((input.src.len() - input.pos) / 2 + 1024);
+            let len = self.out.len();
+            let mut output = OutBuffer::around_pos(&mut self.out, len);
+            let remaining = cctx
+                .compress_stream2(&mut output, &mut input, op)
+                .map_err(zstd_error)?;
+            let consumed = input.pos == input.src.len();
+            let done = match op {
+                ZSTD_EndDirective::ZSTD_e_continue => consumed,
+                _ => consumed && remaining == 0,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for ZstdStream {
+    fn drop(&mut self) {
+        if let Some(cctx) = self.cctx.take() {
+            let _ = ZSTD_CONTEXTS.try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < ZSTD_POOL {
+                    pool.push(cctx);
+                }
+            });
+        }
+    }
+}
+
 /// Encodes a whole body.
 pub fn compress(encoding: Encoding, levels: &Levels, data: &[u8]) -> std::io::Result<Bytes> {
-    let mut encoder = Encoder::new(encoding, levels)?;
+    let mut encoder = Encoder::new(encoding, levels, Some(data.len() as u64))?;
     encoder.write_all(data)?;
     let head = encoder.take();
     let tail = encoder.finish()?;
@@ -109,13 +208,15 @@ pin_project_lite::pin_project! {
 }
 
 impl CompressedBody {
-    /// Wraps `inner`; gives it back if the encoder cannot be created.
+    /// Wraps `inner` (of `size` bytes when known); gives it back if the encoder cannot be
+    /// created.
     pub fn new(
         inner: ResponseBody,
         encoding: Encoding,
         levels: &Levels,
+        size: Option<u64>,
     ) -> Result<Self, (std::io::Error, ResponseBody)> {
-        let encoder = match Encoder::new(encoding, levels) {
+        let encoder = match Encoder::new(encoding, levels, size) {
             Ok(encoder) => encoder,
             Err(error) => return Err((error, inner)),
         };
@@ -245,16 +346,23 @@ mod tests {
     #[tokio::test]
     async fn streamed_bodies_round_trip() {
         let data = sample();
-        for encoding in Encoding::ALL {
+        for (encoding, size) in Encoding::ALL
+            .into_iter()
+            .flat_map(|e| [(e, None), (e, Some(data.len() as u64))])
+        {
             let chunks: Vec<Result<Frame<Bytes>, BoxError>> = data
                 .chunks(1000)
                 .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
                 .collect();
             let inner = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
-            let body =
-                CompressedBody::new(BodyExt::boxed_unsync(inner), encoding, &Levels::default())
-                    .ok()
-                    .unwrap();
+            let body = CompressedBody::new(
+                BodyExt::boxed_unsync(inner),
+                encoding,
+                &Levels::default(),
+                size,
+            )
+            .ok()
+            .unwrap();
             let packed = body.collect().await.unwrap().to_bytes();
             assert_eq!(decode(encoding, &packed), data, "{encoding:?}");
         }
@@ -272,6 +380,7 @@ mod tests {
             BodyExt::boxed_unsync(inner),
             Encoding::Gzip,
             &Levels::default(),
+            None,
         )
         .ok()
         .unwrap();

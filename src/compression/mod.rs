@@ -394,7 +394,8 @@ pub fn apply(response: Response<ResponseBody>, negotiated: &Negotiated) -> Respo
     let Some(encoding) = negotiated.encoding.filter(|_| !small) else {
         return Response::from_parts(parts, body);
     };
-    match encoder::CompressedBody::new(body, encoding, &policy.levels) {
+    let size = declared_length(&parts.headers);
+    match encoder::CompressedBody::new(body, encoding, &policy.levels, size) {
         Ok(encoded) => {
             mark_encoded(&mut parts.headers, encoding, None);
             Response::from_parts(parts, encoded.boxed_unsync())
