@@ -398,6 +398,11 @@ async fn a_key_changing_algorithm_starts_afresh() {
     assert_eq!(d.remaining, 2);
     // A value of another type (an older format, a stray write) is replaced too.
     let mut con = raw(&url).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}rl:{{switch}}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let _: () = redis::cmd("HSET")
         .arg(format!("{prefix}rl:{{switch}}"))
         .arg("start")
