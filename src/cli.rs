@@ -220,7 +220,11 @@ fn init_logs(config: &Config) -> Option<LogHandle> {
     match logging::init(&config.log) {
         Ok(log) => Some(log),
         Err(error) => {
-            let directory = config.log.file.as_ref().map(|f| f.directory.display().to_string());
+            let directory = config
+                .log
+                .file
+                .as_ref()
+                .map(|f| f.directory.display().to_string());
             eprintln!(
                 "error: cannot open the log files in {}: {error}",
                 directory.unwrap_or_default()

@@ -14,11 +14,7 @@ use tokio::task::JoinHandle;
 
 /// GET on the admin listener: (status, JSON body).
 async fn admin_get(running: &rampart::server::Running, path: &str) -> (u16, Value) {
-    let response = client()
-        .get(admin_url(running, path))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(admin_url(running, path)).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
@@ -51,7 +47,14 @@ struct OwnRedis(Child);
 impl OwnRedis {
     async fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--bind", "127.0.0.1"])
             .stdout(Stdio::null())
             .spawn()
@@ -227,7 +230,10 @@ limits = ["p"]
     let body = wait_status(&running, "/health/postgres", 200).await;
     assert_eq!(body["status"], "healthy", "{body}");
     assert_eq!(body["kind"], "store");
-    assert_eq!(wait_status(&running, "/health", 200).await["status"], "healthy");
+    assert_eq!(
+        wait_status(&running, "/health", 200).await["status"],
+        "healthy"
+    );
 
     forwarder.stop();
     let body = wait_status(&running, "/health/postgres", 503).await;
@@ -294,16 +300,32 @@ async fn health_metrics_summarises_the_last_minutes() {
     assert_eq!(before["requests"]["1m"]["requests"], 0, "{before}");
     assert_eq!(before["requests"]["1m"]["p95_ms"], Value::Null);
     for _ in 0..30 {
-        assert_eq!(client.get(url(&running, "/echo")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client
+                .get(url(&running, "/echo"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     for _ in 0..10 {
-        let status = client.get(url(&running, "/broken")).send().await.unwrap().status();
+        let status = client
+            .get(url(&running, "/broken"))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert!(status.is_server_error(), "{status}");
     }
     let (status, body) = admin_get(&running, "/health/metrics").await;
     assert_eq!(status, 200);
     assert!(body["uptime_seconds"].is_u64());
-    assert!(body["process"]["resident_memory_bytes"].as_u64().unwrap() > 1 << 20, "{body}");
+    assert!(
+        body["process"]["resident_memory_bytes"].as_u64().unwrap() > 1 << 20,
+        "{body}"
+    );
     assert!(body["process"]["open_fds"].as_u64().unwrap() > 3);
     assert!(body["process"]["cpu_seconds"].as_f64().unwrap() > 0.0);
     for span in ["1m", "5m", "15m"] {

@@ -110,7 +110,10 @@ notify = ["mail", "unreachable"]
     // The alert fires at once and repeats every second; each round writes a few lines.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !logs.join("combined.log.2").exists() {
-        assert!(Instant::now() < deadline, "combined.log never rotated twice");
+        assert!(
+            Instant::now() < deadline,
+            "combined.log never rotated twice"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -124,7 +127,15 @@ notify = ["mail", "unreachable"]
         .collect();
     names.sort();
     assert!(
-        names.iter().all(|n| ["combined.log", "combined.log.1", "combined.log.2", "error.log", "error.log.1", "error.log.2"].contains(&n.as_str())),
+        names.iter().all(|n| [
+            "combined.log",
+            "combined.log.1",
+            "combined.log.2",
+            "error.log",
+            "error.log.1",
+            "error.log.2"
+        ]
+        .contains(&n.as_str())),
         "{names:?}"
     );
     for name in &names {
@@ -143,9 +154,15 @@ notify = ["mail", "unreachable"]
     for line in &errors {
         assert_eq!(line["level"], "ERROR", "{line}");
     }
-    assert!(errors.iter().any(|l| l["message"] == "alert notification failed" && l["notifier"] == "unreachable"));
     assert!(
-        !errors.iter().any(|l| l.to_string().contains(&closed.to_string())),
+        errors
+            .iter()
+            .any(|l| l["message"] == "alert notification failed" && l["notifier"] == "unreachable")
+    );
+    assert!(
+        !errors
+            .iter()
+            .any(|l| l.to_string().contains(&closed.to_string())),
         "the webhook URL is not logged"
     );
 
@@ -172,10 +189,17 @@ notify = ["mail", "unreachable"]
     assert_eq!(firing["target"], "rampart::alert");
     let mail = console
         .iter()
-        .find(|l| l["message"] == "email not sent: SMTP is not configured; the message is logged instead")
+        .find(|l| {
+            l["message"] == "email not sent: SMTP is not configured; the message is logged instead"
+        })
         .expect("the email is logged");
     assert_eq!(mail["to"], "ops@example.com");
-    assert!(mail["subject"].as_str().unwrap().starts_with("[FIRING] MemoryHigh (warning): resident memory"));
+    assert!(
+        mail["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING] MemoryHigh (warning): resident memory")
+    );
     assert!(mail["body"].as_str().unwrap().contains("Instance: "));
     // The same lines reach combined.log (all levels the filter lets through).
     let combined: String = ["combined.log.2", "combined.log.1", "combined.log"]

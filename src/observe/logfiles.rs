@@ -181,7 +181,10 @@ mod tests {
         let mut single = RotatingFile::open(dir.path().join("one.log"), 10, 1).unwrap();
         single.write_all(b"123456789\n").unwrap();
         single.write_all(b"abc\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("one.log")).unwrap(), "abc\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("one.log")).unwrap(),
+            "abc\n"
+        );
         assert!(!dir.path().join("one.log.1").exists());
     }
 }

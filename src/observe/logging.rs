@@ -65,9 +65,8 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
             writers.push(combined.clone());
             writers.push(errors.clone());
             Some(
-                LogLayer::new(combined, Style::Json).and_then(
-                    LogLayer::new(errors, Style::Json).with_filter(LevelFilter::ERROR),
-                ),
+                LogLayer::new(combined, Style::Json)
+                    .and_then(LogLayer::new(errors, Style::Json).with_filter(LevelFilter::ERROR)),
             )
         }
         None => None,

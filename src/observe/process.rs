@@ -128,8 +128,14 @@ mod tests {
     fn parses_stat_with_spaces_in_the_name() {
         let stat = "42 (my (odd) name) S 1 42 42 0 -1 4194304 10 0 0 0 250 50 0 0 20 0 4 0 1234 1000 100 0";
         let fields = stat_fields(stat).unwrap();
-        assert_eq!((fields.utime, fields.stime, fields.starttime), (250, 50, 1234));
-        assert_eq!(vm_rss_bytes("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2 * 1024 * 1024));
+        assert_eq!(
+            (fields.utime, fields.stime, fields.starttime),
+            (250, 50, 1234)
+        );
+        assert_eq!(
+            vm_rss_bytes("Name:\tx\nVmRSS:\t  2048 kB\n"),
+            Some(2 * 1024 * 1024)
+        );
     }
 
     #[test]

@@ -259,10 +259,7 @@ pub fn resolve(
         };
         let repeat_interval = section.repeat_interval.unwrap_or(DEFAULT_REPEAT);
         if repeat_interval < Duration::from_secs(1) {
-            problems.push((
-                path.key("repeat_interval"),
-                "expected at least 1s".into(),
-            ));
+            problems.push((path.key("repeat_interval"), "expected at least 1s".into()));
         }
         resolved.rules.push(AlertRule {
             name: section.name.clone(),
@@ -335,12 +332,13 @@ fn condition(
         None
     };
     let window = section.window.unwrap_or(DEFAULT_WINDOW);
-    if windowed
-        && !(Duration::from_secs(1)..=crate::observe::window::MAX_SPAN).contains(&window)
-    {
+    if windowed && !(Duration::from_secs(1)..=crate::observe::window::MAX_SPAN).contains(&window) {
         problems.push((
             path.key("window"),
-            format!("expected 1s to 15m, got {}", humantime::format_duration(window)),
+            format!(
+                "expected 1s to 15m, got {}",
+                humantime::format_duration(window)
+            ),
         ));
     }
     let min_requests = section.min_requests.unwrap_or(1).max(1);
@@ -527,16 +525,16 @@ fn notifier_target(
                     "expected smtp://host:port, smtp://host:587?tls=required or smtps://host:465 (empty: log instead)".into(),
                 ));
             }
-            let mailbox = |text: &str, key: KeyPath, problems: &mut Problems| match text
-                .parse::<lettre::message::Mailbox>()
-            {
-                Ok(mailbox) => Some(mailbox),
-                Err(_) => {
-                    problems.push((
+            let mailbox = |text: &str, key: KeyPath, problems: &mut Problems| {
+                match text.parse::<lettre::message::Mailbox>() {
+                    Ok(mailbox) => Some(mailbox),
+                    Err(_) => {
+                        problems.push((
                         key,
                         format!("expected an address such as \"rampart <alerts@example.com>\", got {text:?}"),
                     ));
-                    None
+                        None
+                    }
                 }
             };
             let from = mailbox(

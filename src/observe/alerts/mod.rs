@@ -95,8 +95,11 @@ async fn evaluate(
             Event::Repeated { firing_for } => ("firing", true, firing_for),
             Event::Resolved { firing_for } => ("resolved", false, firing_for),
         };
-        metrics::gauge!(ALERTS_FIRING, "alert" => rule.name.clone())
-            .set(if status == "firing" { 1.0 } else { 0.0 });
+        metrics::gauge!(ALERTS_FIRING, "alert" => rule.name.clone()).set(if status == "firing" {
+            1.0
+        } else {
+            0.0
+        });
         let notice = Notice {
             alert: rule.name.clone(),
             status,
@@ -198,7 +201,11 @@ fn measure(
                 .upstreams()
                 .iter()
                 .filter(|u| upstream.as_ref().is_none_or(|n| **n == *u.name))
-                .filter(|u| u.breaker.as_ref().is_some_and(|b| b.state() == Circuit::Open))
+                .filter(|u| {
+                    u.breaker
+                        .as_ref()
+                        .is_some_and(|b| b.state() == Circuit::Open)
+                })
                 .map(|u| &*u.name)
                 .collect();
             let value = if open.is_empty() {

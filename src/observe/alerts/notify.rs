@@ -95,7 +95,11 @@ pub async fn deliver(client: &reqwest::Client, notifier: &Notifier, notice: &Not
         .increment(1);
 }
 
-async fn send(client: &reqwest::Client, notifier: &Notifier, notice: &Notice) -> Result<(), String> {
+async fn send(
+    client: &reqwest::Client,
+    notifier: &Notifier,
+    notice: &Notice,
+) -> Result<(), String> {
     match &notifier.target {
         NotifierTarget::Webhook { url, format } => {
             let request = client.post(url.clone());
@@ -175,7 +179,10 @@ async fn run_command(program: &str, args: &[String], notice: &Notice) -> Result<
         .env("RAMPART_ALERT_STATUS", notice.status)
         .env("RAMPART_ALERT_SEVERITY", &notice.severity)
         .env("RAMPART_ALERT_VALUE", &notice.value)
-        .env("RAMPART_ALERT_SUMMARY", notice.summary.as_deref().unwrap_or_default())
+        .env(
+            "RAMPART_ALERT_SUMMARY",
+            notice.summary.as_deref().unwrap_or_default(),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
