@@ -26,7 +26,10 @@ max_files = 0
         "test.toml:8:1: log.file.max_size: expected at least 1KiB, got 10",
         "test.toml:9:1: log.file.max_files: expected 1 to 1000 files, got 0",
     ] {
-        assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in:\n{problems}"
+        );
     }
 }
 
