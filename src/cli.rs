@@ -215,8 +215,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
+/// Installs logging; prints why and returns `None` when the log files cannot be opened.
+fn init_logs(config: &Config) -> Option<LogHandle> {
+    match logging::init(&config.log) {
+        Ok(log) => Some(log),
+        Err(error) => {
+            let directory = config
+                .log
+                .file
+                .as_ref()
+                .map(|f| f.directory.display().to_string());
+            eprintln!(
+                "error: cannot open the log files in {}: {error}",
+                directory.unwrap_or_default()
+            );
+            None
+        }
+    }
+}
+
 fn serve(config: Config, path: Option<PathBuf>, watch: bool) -> ExitCode {
-    let log = logging::init(&config.log);
+    let Some(log) = init_logs(&config) else {
+        return ExitCode::FAILURE;
+    };
     runtime().block_on(async move {
         let running = match server::start(config).await {
             Ok(running) => running,
@@ -312,7 +333,9 @@ fn demo(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log = logging::init(&config.log);
+    let Some(log) = init_logs(&config) else {
+        return ExitCode::FAILURE;
+    };
     runtime().block_on(async move {
         let app = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(listener) => listener,

@@ -635,6 +635,13 @@ async fn the_cache_shows_in_health_and_metrics() {
     assert_eq!(cache["status"], "healthy");
     assert_eq!(cache["cache"]["hit_rate"].as_f64(), Some(0.8));
     assert_eq!(cache["cache"]["store"], "memory");
+    let summary = get_json(&client, &admin_url(&running, "/health/metrics")).await;
+    assert_eq!(
+        summary["cache"]["hit_rate"].as_f64(),
+        Some(0.8),
+        "{summary}"
+    );
+    assert_eq!(summary["cache"]["entries"], 1);
     let metrics = metrics_text(&client, &running).await;
     for needle in [
         r#"rampart_cache_requests_total{route="c",result="hit"} 4"#,

@@ -396,6 +396,23 @@ async fn a_key_changing_algorithm_starts_afresh() {
     let d = limits.check(&as_sliding, now).await.unwrap()[0];
     assert!(d.allowed);
     assert_eq!(d.remaining, 2);
+    // A value of another type (an older format, a stray write) is replaced too.
+    let mut con = raw(&url).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}rl:{{switch}}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}rl:{{switch}}"))
+        .arg("start")
+        .arg("1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let d = limits.check(&as_bucket, now).await.unwrap()[0];
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 2);
 }
 
 /// Whatever the script stored for `key`, in the model's terms, and its TTL; then the TTL is

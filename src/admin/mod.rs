@@ -4,7 +4,10 @@
 //! - `GET /health/ready` — 200 when serving; 503 with the reasons while draining.
 //! - `GET /health` — every dependency (each upstream's targets) with status and latency;
 //!   200 when healthy, 503 when degraded or unhealthy. Results are cached for a second.
-//! - `GET /metrics` — Prometheus text format.
+//! - `GET /health/{name}` — one dependency of that report ([`observe`]); 404 for an unknown name.
+//! - `GET /health/metrics` — uptime, RSS, requests/s, error rate and p95/p99 latency over the
+//!   last 1, 5 and 15 minutes ([`observe`]).
+//! - `GET /metrics` — Prometheus text format, with the process figures (CPU, RSS, open files).
 //! - `GET /security/blocks` — addresses blocked by progressive blocking, with seconds left.
 //! - `DELETE /security/blocks/{ip}` — lifts a block (204), or 404 when the address is not blocked.
 //! - `GET /ratelimit/{policy}?ip=…&user=…` — the state of one rate-limit key (remaining, reset).
@@ -14,6 +17,7 @@
 
 pub mod cache;
 pub mod health;
+pub mod observe;
 pub mod ratelimit;
 
 use std::sync::Arc;
@@ -33,6 +37,8 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health", get(health))
+        .route("/health/metrics", get(observe::metrics_summary))
+        .route("/health/{name}", get(observe::dependency))
         .route("/metrics", get(metrics))
         .route("/security/blocks", get(list_blocks))
         .route("/security/blocks/{ip}", axum::routing::delete(unblock))
@@ -76,7 +82,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.metrics.render(),
+        {
+            let mut text = shared.metrics.render();
+            text.push_str(&crate::observe::process::render(
+                &crate::observe::process::sample(),
+            ));
+            text
+        },
     )
         .into_response()
 }

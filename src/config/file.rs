@@ -52,6 +52,12 @@ pub struct FileConfig {
     pub cache: Option<crate::cache::settings::CacheSection>,
     /// Response compression for every route (routes opt out with `compress = false`).
     pub compression: Option<crate::compression::CompressionSettings>,
+    /// Alert rules evaluated by rampart itself.
+    #[serde(default, rename = "alert")]
+    pub alerts: Vec<crate::observe::alerts::config::AlertSection>,
+    /// Where alerts are sent, referenced by name from `[[alert]] notify`.
+    #[serde(default, rename = "notifier")]
+    pub notifiers: Vec<crate::observe::alerts::config::NotifierSection>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.
@@ -164,8 +170,15 @@ pub struct LogSection {
     pub format: LogFormat,
     /// Default filter (tracing `EnvFilter` syntax); `RAMPART_LOG` overrides it.
     pub level: String,
+    /// Level per module, added to `level`: `{ "rampart::access" = "warn" }`.
+    pub levels: std::collections::BTreeMap<String, String>,
+    /// Log files with size-based rotation, besides the console.
+    pub file: Option<LogFileSection>,
     /// Emit one access-log line per request.
     pub access_log: bool,
+    /// Fraction of successful requests (status below 400) given an access-log line; errors
+    /// are always logged. 1 logs every request.
+    pub access_log_sample: f64,
     /// Query parameters whose values are replaced by `[REDACTED]` in logs.
     pub redact_query_keys: Vec<String>,
 }
@@ -175,12 +188,36 @@ impl Default for LogSection {
         Self {
             format: LogFormat::Json,
             level: "info".to_owned(),
+            levels: Default::default(),
+            file: None,
             access_log: true,
+            access_log_sample: 1.0,
             redact_query_keys: ["api_key", "token", "key", "password", "secret"]
                 .map(str::to_owned)
                 .to_vec(),
         }
     }
+}
+
+/// `[log.file]`: `combined.log` (every line) and `error.log` (errors) in `directory`, as JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFileSection {
+    /// Relative to the config file's folder.
+    pub directory: String,
+    /// A file is rotated before it would pass this size.
+    #[serde(default = "default_log_max_size")]
+    pub max_size: ByteSize,
+    /// Files kept per log, the current one included.
+    #[serde(default = "default_log_max_files")]
+    pub max_files: usize,
+}
+
+fn default_log_max_size() -> ByteSize {
+    ByteSize(5 * 1024 * 1024)
+}
+fn default_log_max_files() -> usize {
+    5
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

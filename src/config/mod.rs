@@ -11,6 +11,7 @@ pub mod file;
 pub mod interpolate;
 pub mod locate;
 pub mod model;
+pub mod observe;
 pub mod ratelimit;
 pub mod resilience;
 pub mod security;

@@ -39,6 +39,8 @@ pub struct Config {
     pub rate_limit: Option<crate::ratelimit::policy::RateLimitConfig>,
     /// The response cache's stores; `None` when no route caches.
     pub cache: Option<crate::cache::settings::CacheConfig>,
+    /// Alert rules and notifiers (empty: the evaluator does nothing).
+    pub alerts: crate::observe::alerts::config::AlertsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -85,9 +87,20 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
+    /// The whole filter: `level` and the per-module `levels` (tracing `EnvFilter` syntax).
     pub level: String,
+    pub file: Option<LogFileConfig>,
     pub access_log: bool,
+    /// Fraction of requests below 400 logged (errors always are).
+    pub access_log_sample: f64,
     pub redact_query_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogFileConfig {
+    pub directory: PathBuf,
+    pub max_size: u64,
+    pub max_files: usize,
 }
 
 #[derive(Debug, Clone)]

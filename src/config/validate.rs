@@ -141,6 +141,18 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
             format!("expected a level such as \"info\" or \"rampart=debug,info\": {error}"),
         ));
     }
+    let log_filter = super::observe::log_filter(&file.log, &log_path, &mut problems);
+    let log_file = super::observe::log_file(&file.log, &log_path, base_dir, &mut problems);
+
+    if !(0.0..=1.0).contains(&file.log.access_log_sample) {
+        problems.push((
+            log_path.key("access_log_sample"),
+            format!(
+                "expected a fraction from 0 to 1 (0.1 logs one successful request in ten), got {}",
+                file.log.access_log_sample
+            ),
+        ));
+    }
 
     let https_redirect = server.https_redirect.as_ref().map(|redirect| {
         let path = server_path.key("https_redirect");
@@ -179,6 +191,14 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         compression: compression.as_ref(),
     };
     let routes = validate_routes(file, &root, base_dir, &shared, &mut problems);
+    let upstream_names: Vec<&str> = file.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let alerts = crate::observe::alerts::config::resolve(
+        &file.alerts,
+        &file.notifiers,
+        &upstream_names,
+        &root,
+        &mut problems,
+    );
 
     if !problems.is_empty() {
         return Err(problems);
@@ -206,8 +226,10 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         },
         log: LogConfig {
             format: file.log.format,
-            level: file.log.level.clone(),
+            level: log_filter,
+            file: log_file,
             access_log: file.log.access_log,
+            access_log_sample: file.log.access_log_sample,
             redact_query_keys: file
                 .log
                 .redact_query_keys
@@ -235,6 +257,7 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         },
         rate_limit,
         cache,
+        alerts,
     })
 }
 

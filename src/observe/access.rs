@@ -16,7 +16,19 @@ use crate::proxy::context::InFlight;
 #[derive(Debug)]
 pub struct AccessLog {
     pub enabled: bool,
+    /// Fraction of requests below 400 that get a line (errors always do); 1 logs every one.
+    pub sample: f64,
     pub redact_query_keys: Vec<String>,
+    /// Rolling statistics fed by every finished request (outlives reloads).
+    pub window: Arc<super::window::Window>,
+}
+
+impl AccessLog {
+    /// Whether a request answered with `status` gets a line.
+    fn wants(&self, status: StatusCode) -> bool {
+        self.enabled
+            && (self.sample >= 1.0 || status.as_u16() >= 400 || fastrand::f64() < self.sample)
+    }
 }
 
 /// What is known about a request by the time its response head is ready.
@@ -68,13 +80,17 @@ impl Completion for Exchange {
             no_route_metrics,
             place,
         } = *self;
-        let elapsed = record.started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(record.started);
+        access_log
+            .window
+            .record(now, elapsed, status.is_server_error());
         drop(in_flight);
         drop(place);
         let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
         route_metrics.finished(&record.method, status, elapsed, bytes_sent);
 
-        if !access_log.enabled {
+        if !access_log.wants(status) {
             return;
         }
         let path = redact_path_and_query(

@@ -1,25 +1,30 @@
 //! Log setup: `tracing` to stdout through the batching [`BatchWriter`], as JSON (one object per
-//! line) or human-readable. The level comes from `RAMPART_LOG` when set, else from `[log] level`.
-//! Lines written while a request is handled carry its request id ([`super::log_layer::RequestScope`]).
+//! line) or human-readable, and, with `[log.file]`, to `combined.log` (every line) and
+//! `error.log` (errors only) as JSON, rotated by size ([`super::logfiles`]). The filter comes from
+//! `RAMPART_LOG` when set, else from `[log] level` and `[log] levels`. Lines written while a
+//! request is handled carry its request id ([`super::log_layer::RequestScope`]).
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::log_layer::{LogLayer, Style};
 use super::log_writer::BatchWriter;
+use super::logfiles::RotatingFile;
 use crate::config::{LogConfig, LogFormat};
 
-/// Keeps the log writer alive and allows the level to change on reload.
+/// Keeps the log writers alive and allows the level to change on reload.
 pub struct LogHandle {
-    writer: BatchWriter,
+    writers: Vec<BatchWriter>,
     filter: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     from_env: bool,
 }
 
 impl LogHandle {
-    /// Applies a reloaded config's level (unless `RAMPART_LOG` pins it).
+    /// Applies a reloaded config's filter (unless `RAMPART_LOG` pins it).
     pub fn set_level(&self, level: &str) {
         if self.from_env {
             return;
@@ -30,8 +35,9 @@ impl LogHandle {
     }
 }
 
-/// Installs the global subscriber. Call once, early in `main`.
-pub fn init(config: &LogConfig) -> LogHandle {
+/// Installs the global subscriber. Call once, early in `main`. Fails when the log files cannot
+/// be opened.
+pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
     let env_level = std::env::var("RAMPART_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -46,19 +52,41 @@ pub fn init(config: &LogConfig) -> LogHandle {
         LogFormat::Json => Style::Json,
         LogFormat::Pretty => Style::Pretty,
     };
+    let mut writers = vec![writer.clone()];
+    let files = match &config.file {
+        Some(file) => {
+            std::fs::create_dir_all(&file.directory)?;
+            let open = |name: &str| {
+                RotatingFile::open(file.directory.join(name), file.max_size, file.max_files)
+                    .map(|f| BatchWriter::new(Box::new(f)))
+            };
+            let combined = open("combined.log")?;
+            let errors = open("error.log")?;
+            writers.push(combined.clone());
+            writers.push(errors.clone());
+            Some(
+                LogLayer::new(combined, Style::Json)
+                    .and_then(LogLayer::new(errors, Style::Json).with_filter(LevelFilter::ERROR)),
+            )
+        }
+        None => None,
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(LogLayer::new(writer.clone(), style))
+        .with(LogLayer::new(writer, style))
+        .with(files)
         .init();
-    LogHandle {
-        writer,
+    Ok(LogHandle {
+        writers,
         filter: handle,
         from_env,
-    }
+    })
 }
 
 impl Drop for LogHandle {
     fn drop(&mut self) {
-        self.writer.flush();
+        for writer in &self.writers {
+            writer.flush();
+        }
     }
 }

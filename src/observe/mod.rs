@@ -1,9 +1,14 @@
-//! Observability: logging setup, the access log, metrics (Prometheus), and log redaction.
+//! Observability: logging setup and log files, the access log, metrics (Prometheus) and process
+//! figures, the rolling request window, alert rules and their notifiers, and log redaction.
 //! Health endpoints live in `admin`; this module owns what is recorded, not how it is served.
 
 pub mod access;
+pub mod alerts;
 pub mod log_layer;
 pub mod log_writer;
+pub mod logfiles;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod redact;
+pub mod window;

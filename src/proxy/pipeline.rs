@@ -100,6 +100,8 @@ pub struct Retained {
     pub cache: Option<Arc<crate::cache::CacheStore>>,
     /// Upstream endpoints (pools, health) and circuit breakers.
     pub upstreams: Arc<UpstreamRegistry>,
+    /// Rolling request statistics (`/health/metrics`, alert rules).
+    pub window: Arc<crate::observe::window::Window>,
 }
 
 /// What stage 12 needs to finish any response, the pipeline's own errors included.
@@ -141,6 +143,8 @@ impl Pipeline {
             upstreams,
             access_log: Arc::new(AccessLog {
                 enabled: config.log.access_log,
+                sample: config.log.access_log_sample,
+                window: retained.window.clone(),
                 // API keys sent as a query parameter are secrets whatever the parameter's name.
                 redact_query_keys: config
                     .log

@@ -61,7 +61,11 @@ for i, key in ipairs(KEYS) do
   local cost = tonumber(ARGV[base + 5])
   -- One string per key: 'start:prev:cur' (sliding window) or the TAT (token bucket). State of
   -- the other algorithm (the policy changed) reads as none and is overwritten.
-  local stored = redis.call('GET', key)
+  local stored = redis.pcall('GET', key)
+  if type(stored) == 'table' then
+    -- A value of another type (an older format): overwritten like the other algorithm's.
+    stored = false
+  end
   local allowed, remaining, reset, retry
   if alg == 's' then
     local now_ms = idiv(now_us, 1000)

@@ -128,6 +128,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         upstreams: Arc::new(crate::proxy::upstream::UpstreamRegistry::new(
             config.server.workers,
         )),
+        window: Default::default(),
     };
     // Built first: a provider whose JWKS cannot be fetched stops the start before any bind.
     let pipeline = Pipeline::build(config, &retained).await?;
@@ -164,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         health: Default::default(),
     });
+    crate::observe::alerts::spawn(Arc::downgrade(&shared));
     let (shutdown, _) = watch::channel(false);
 
     // Worker i gets the i-th socket of every address.

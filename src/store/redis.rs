@@ -249,10 +249,12 @@ fn open_cluster(settings: &RedisSettings) -> Result<RedisConnection, StoreError>
 /// A short description of a Redis error for logs and `/health`: its kind and detail, no URL.
 pub(crate) fn describe(e: &redis::RedisError) -> String {
     let text = e.to_string();
-    // Connection errors may quote the address; that is fine, but never credentials.
-    match text.find('@') {
-        Some(_) => format!("{:?}", e.kind()),
-        None => text,
+    // Connection errors may quote the address; that is fine, but never credentials (a URL with
+    // a user part). Script errors name `@user_script`, which is no URL.
+    if text.contains("://") && text.contains('@') {
+        format!("{:?}", e.kind())
+    } else {
+        text
     }
 }
 
