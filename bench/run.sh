@@ -68,7 +68,7 @@ die() { log "ERROR: $*"; exit 1; }
 #                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience)
+SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience cache-hit compress)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -123,6 +123,31 @@ scenario_ratelimit-redis() {
   SCEN_RAMPART_CONFIG="$BENCH/rampart-ratelimit-redis.toml"
   SCEN_BEFORE=redis_reset_stats
   SCEN_AFTER=redis_commands_per_request
+}
+
+# Every request a cache hit (GET / cached for 300 s in memory), against plain rampart proxying.
+scenario_cache-hit() {
+  SCEN_DESC="GET / answered from rampart's memory cache vs plain rampart proxying it"
+  SCEN_PATH="/"
+  SCEN_WRK_ARGS=()
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-cache.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+# A 10 KB JSON response compressed on the fly (the client accepts gzip, br and zstd: zstd is
+# chosen) against the same response uncompressed through plain rampart; compare p99.
+scenario_compress() {
+  SCEN_DESC="GET /json10k (10 KB JSON) compressed by rampart (Accept-Encoding: gzip, br, zstd) vs uncompressed"
+  SCEN_PATH="/json10k"
+  SCEN_WRK_ARGS=(-H "Accept-Encoding: gzip, br, zstd")
+  SCEN_TARGETS="rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-compress.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
 }
 
 # P2C over three upstream processes, a circuit breaker and a retry policy on every request,

@@ -1,7 +1,8 @@
 //! Fixed, fast upstream for the benchmark harness (`bash bench/run.sh`).
 //!
 //! Answers every request with `200 OK`, `content-type: application/json` and a
-//! small constant body, over HTTP/1.1 keep-alive (or h2c if the client asks).
+//! small constant body, over HTTP/1.1 keep-alive (or h2c if the client asks);
+//! `/json10k` answers a 10 KB JSON document instead (the compression scenario).
 //!
 //! Usage: `bench-upstream [ADDR]` (default `127.0.0.1:18080`).
 //!
@@ -24,8 +25,37 @@ use tokio::net::TcpListener;
 
 const BODY: &[u8] = br#"{"ok":true,"source":"upstream"}"#;
 
-async fn handle(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
+/// A 10 KB JSON list of items, made once.
+fn json10k() -> Bytes {
+    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = String::from("[");
+        let mut i = 0;
+        while doc.len() < 10_200 {
+            if i > 0 {
+                doc.push(',');
+            }
+            doc.push_str(&format!(
+                r#"{{"id":{i},"name":"item {i}","price":{}.{:02},"in_stock":{},"tags":["demo","bench"]}}"#,
+                i * 7 % 100,
+                i * 13 % 100,
+                i % 3 != 0
+            ));
+            i += 1;
+        }
+        doc.push(']');
+        Bytes::from(doc)
+    })
+    .clone()
+}
+
+async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if req.uri().path() == "/json10k" {
+        json10k()
+    } else {
+        Bytes::from_static(BODY)
+    };
+    let mut resp = Response::new(Full::new(body));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)

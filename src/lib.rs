@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod demo;
 pub mod observe;

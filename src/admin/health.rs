@@ -39,6 +39,9 @@ pub struct Dependency {
     /// Stores only: whether the capabilities using it run on their fallback now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_active: Option<bool>,
+    /// The response cache only: its entries, bytes and hit rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::CacheHealth>,
     /// Upstreams with a breaker: `closed`, `open` or `half_open`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit: Option<&'static str>,
@@ -122,6 +125,7 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
             status,
             targets,
             fallback_active: None,
+            cache: None,
             circuit: circuit.map(|c| c.as_str()),
         }
     });
@@ -143,6 +147,23 @@ async fn probe_all(shared: &Arc<Shared>) -> Report {
         }));
     }
     dependencies.extend(futures_util::future::join_all(store_probes).await);
+    if let Some(cache) = pipeline.cache() {
+        let health = cache.health();
+        // A cache without its Redis tier still answers, from memory: degraded, not down.
+        let status = match health.redis_in_use {
+            Some(false) => Status::Degraded,
+            _ => Status::Healthy,
+        };
+        dependencies.push(Dependency {
+            name: "cache".into(),
+            kind: "cache",
+            status,
+            targets: Vec::new(),
+            fallback_active: health.redis_in_use.map(|in_use| !in_use),
+            cache: Some(health),
+            circuit: None,
+        });
+    }
     let status = overall(&dependencies);
     Report {
         status,
@@ -213,6 +234,7 @@ fn store_dependency(
             ejected_ms: None,
         }],
         fallback_active: Some(fallback_active),
+        cache: None,
         circuit: None,
     }
 }

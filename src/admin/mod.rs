@@ -12,7 +12,10 @@
 //! - `DELETE /security/blocks/{ip}` — lifts a block (204), or 404 when the address is not blocked.
 //! - `GET /ratelimit/{policy}?ip=…&user=…` — the state of one rate-limit key (remaining, reset).
 //! - `DELETE /ratelimit/{policy}?ip=…` — resets that key (204), or 404 when nothing is kept.
+//! - `GET /cache` — the response cache's entries, bytes and hit rate.
+//! - `DELETE /cache?key=…|route=…|prefix=…|path=…|all=true` — purges the cache (see `cache`).
 
+pub mod cache;
 pub mod health;
 pub mod observe;
 pub mod ratelimit;
@@ -43,6 +46,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
             "/ratelimit/{policy}",
             get(ratelimit::read).delete(ratelimit::reset),
         )
+        .route("/cache", get(cache::read).delete(cache::purge))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -70,6 +74,9 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    if let Some(cache) = shared.pipeline.load().cache() {
+        cache.refresh_gauges();
+    }
     (
         [(
             header::CONTENT_TYPE,

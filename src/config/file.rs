@@ -54,6 +54,10 @@ pub struct FileConfig {
     /// Where alerts are sent, referenced by name from `[[alert]] notify`.
     #[serde(default, rename = "notifier")]
     pub notifiers: Vec<crate::observe::alerts::config::NotifierSection>,
+    /// The response cache's stores (routes opt in with `[route.cache]`).
+    pub cache: Option<crate::cache::settings::CacheSection>,
+    /// Response compression for every route (routes opt out with `compress = false`).
+    pub compression: Option<crate::compression::CompressionSettings>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.
@@ -379,6 +383,10 @@ pub struct RouteSection {
     /// JSON Schemas for the body and query, per method.
     #[serde(default, rename = "validate")]
     pub validations: Vec<ValidateSection>,
+    /// Cache this route's responses.
+    pub cache: Option<crate::cache::settings::RouteCacheSection>,
+    /// Compress this route's responses (default: as `[compression]` says).
+    pub compress: Option<bool>,
 }
 
 /// A route's `auth`: one provider name or several (any may succeed).

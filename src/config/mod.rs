@@ -6,6 +6,7 @@
 //! and addresses in [`validate`], which yields the resolved model in [`model`]. Nothing here starts
 //! a socket or a task.
 
+pub mod cache;
 pub mod file;
 pub mod interpolate;
 pub mod locate;

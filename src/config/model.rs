@@ -39,6 +39,8 @@ pub struct Config {
     pub rate_limit: Option<crate::ratelimit::policy::RateLimitConfig>,
     /// Alert rules and notifiers (empty: the evaluator does nothing).
     pub alerts: crate::observe::alerts::config::AlertsConfig,
+    /// The response cache's stores; `None` when no route caches.
+    pub cache: Option<crate::cache::settings::CacheConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +167,10 @@ pub struct RouteConfig {
     pub security: RouteSecurity,
     /// Rate-limit policies; all must admit a request.
     pub limits: Vec<Arc<crate::ratelimit::policy::Policy>>,
+    /// `None` when the route does not cache.
+    pub cache: Option<Arc<crate::cache::settings::RoutePolicy>>,
+    /// `None` when the route does not compress.
+    pub compression: Option<Arc<crate::compression::Compression>>,
     pub resilience: RouteResilience,
 }
 

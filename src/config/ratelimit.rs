@@ -21,7 +21,13 @@ const MAX_LIMIT_WINDOW_PRODUCT: u128 = 1 << 53;
 /// Checks `[store]`: URL schemes the clients understand.
 pub fn check_stores(file: &FileConfig, problems: &mut Problems) {
     let path = KeyPath::root().key("store");
-    if let Some(redis) = &file.store.redis {
+    // An empty url (`url = "${REDIS_URL:-}"`) turns [store.redis] off.
+    if let Some(redis) = file
+        .store
+        .redis
+        .as_ref()
+        .filter(|r| !r.url.trim().is_empty())
+    {
         let path = path.key("redis");
         let mut urls = vec![(path.key("url"), &redis.url)];
         urls.extend(
@@ -73,10 +79,18 @@ pub fn resolve(file: &FileConfig, problems: &mut Problems) -> Option<RateLimitCo
     let section = file.rate_limit.as_ref()?;
     let path = KeyPath::root().key("rate_limit");
     match section.store {
-        StoreKind::Redis if file.store.redis.is_none() => problems.push((
-            path.key("store"),
-            "store = \"redis\" needs a [store.redis] section with its url".into(),
-        )),
+        StoreKind::Redis
+            if file
+                .store
+                .redis
+                .as_ref()
+                .is_none_or(|r| r.url.trim().is_empty()) =>
+        {
+            problems.push((
+                path.key("store"),
+                "store = \"redis\" needs a [store.redis] section with its url".into(),
+            ))
+        }
         StoreKind::Postgres if file.store.postgres.is_none() => problems.push((
             path.key("store"),
             "store = \"postgres\" needs a [store.postgres] section with its url".into(),

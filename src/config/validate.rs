@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use http::Method;
 
@@ -181,8 +182,15 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
     let default_headers = super::security::default_headers(file, &mut problems);
     super::ratelimit::check_stores(file, &mut problems);
     let rate_limit = super::ratelimit::resolve(file, &mut problems);
+    let cache = super::cache::resolve(file, &mut problems);
+    let compression = super::cache::resolve_compression(file, &mut problems);
     let upstreams = validate_upstreams(&file.upstreams, &root, &mut problems);
-    let routes = validate_routes(file, &root, base_dir, rate_limit.as_ref(), &mut problems);
+    let shared = Shared {
+        rate_limit: rate_limit.as_ref(),
+        cache: cache.as_ref(),
+        compression: compression.as_ref(),
+    };
+    let routes = validate_routes(file, &root, base_dir, &shared, &mut problems);
     let upstream_names: Vec<&str> = file.upstreams.iter().map(|u| u.name.as_str()).collect();
     let alerts = crate::observe::alerts::config::resolve(
         &file.alerts,
@@ -235,9 +243,21 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         blocking: file.blocking.clone().filter(|b| b.enabled),
         auth: file.auth.clone(),
         base_dir: base_dir.to_path_buf(),
-        stores: file.store.clone(),
+        stores: {
+            // An empty url turns [store.redis] off (`url = "${REDIS_URL:-}"`).
+            let mut stores = file.store.clone();
+            if stores
+                .redis
+                .as_ref()
+                .is_some_and(|r| r.url.trim().is_empty())
+            {
+                stores.redis = None;
+            }
+            stores
+        },
         rate_limit,
         alerts,
+        cache,
     })
 }
 
@@ -326,11 +346,18 @@ fn check_name(name: &str, path: &KeyPath, problems: &mut Problems) {
     }
 }
 
+/// Top-level settings the routes refer to.
+struct Shared<'a> {
+    rate_limit: Option<&'a crate::ratelimit::policy::RateLimitConfig>,
+    cache: Option<&'a crate::cache::settings::CacheConfig>,
+    compression: Option<&'a Arc<crate::compression::Compression>>,
+}
+
 fn validate_routes(
     file: &FileConfig,
     root: &KeyPath,
     base_dir: &Path,
-    rate_limit: Option<&crate::ratelimit::policy::RateLimitConfig>,
+    shared: &Shared<'_>,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -340,13 +367,17 @@ fn validate_routes(
         let path = root.key("route").index(i);
         check_name(&section.name, &path.key("name"), problems);
         check_unique(&mut names, &section.name, i, "route", &path, problems);
-        let limits = super::ratelimit::route_limits(section, &path, rate_limit, file, problems);
+        let limits =
+            super::ratelimit::route_limits(section, &path, shared.rate_limit, file, problems);
+        let cache = super::cache::route_policy(section, &path, shared.cache, problems);
         let Some(mut route) =
             resolve_route(file, section, &path, base_dir, &mut detectors, problems)
         else {
             continue;
         };
         route.limits = limits;
+        route.cache = cache;
+        route.compression = super::cache::route_compression(file, section, shared.compression);
         if let Some((j, earlier)) = routes
             .iter()
             .enumerate()
@@ -491,6 +522,8 @@ fn resolve_route(
             .map_or(file.server.max_body_bytes.0, |b| b.0),
         security,
         limits: Vec::new(),
+        cache: None,
+        compression: None,
         resilience,
     })
 }

@@ -26,6 +26,15 @@ pub const RATELIMIT_DECISIONS_TOTAL: &str = "rampart_ratelimit_decisions_total";
 pub const RATELIMIT_STORE_DEGRADED: &str = "rampart_ratelimit_store_degraded";
 pub const RATELIMIT_STORE_DURATION: &str = "rampart_ratelimit_store_duration_seconds";
 pub const RATELIMIT_STORE_ERRORS_TOTAL: &str = "rampart_ratelimit_store_errors_total";
+pub const CACHE_REQUESTS_TOTAL: &str = "rampart_cache_requests_total";
+pub const CACHE_COALESCED_TOTAL: &str = "rampart_cache_coalesced_total";
+pub const CACHE_MEMORY_BYTES: &str = "rampart_cache_memory_bytes";
+pub const CACHE_ENTRIES: &str = "rampart_cache_entries";
+pub const CACHE_HIT_RATIO: &str = "rampart_cache_hit_ratio";
+pub const CACHE_EVICTIONS_TOTAL: &str = "rampart_cache_evictions_total";
+pub const CACHE_STORE_ERRORS_TOTAL: &str = "rampart_cache_store_errors_total";
+pub const CACHE_PURGED_TOTAL: &str = "rampart_cache_purged_total";
+pub const COMPRESSION_RESPONSES_TOTAL: &str = "rampart_compression_responses_total";
 pub const CIRCUIT_STATE: &str = "rampart_circuit_state";
 pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "rampart_circuit_transitions_total";
 pub const UPSTREAM_TARGET_HEALTHY: &str = "rampart_upstream_target_healthy";
@@ -166,6 +175,40 @@ fn describe() {
     describe_counter!(
         RATELIMIT_STORE_ERRORS_TOTAL,
         "Rate-limit store calls that failed or exceeded the time budget, by store and kind (error, timeout)."
+    );
+    describe_counter!(
+        CACHE_REQUESTS_TOTAL,
+        "Requests of caching routes, by route and result (hit, stale, miss, revalidated, bypass)."
+    );
+    describe_counter!(
+        CACHE_COALESCED_TOTAL,
+        "Misses that waited for a request already fetching the same key, by route."
+    );
+    describe_gauge!(
+        CACHE_MEMORY_BYTES,
+        Unit::Bytes,
+        "Bytes held by the memory cache (bodies, encoded forms and headers)."
+    );
+    describe_gauge!(CACHE_ENTRIES, "Values held by the memory cache.");
+    describe_gauge!(
+        CACHE_HIT_RATIO,
+        "Lookups answered from the cache (fresh or stale) over all lookups, since start."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS_TOTAL,
+        "Values dropped from the memory cache, by reason (size: the memory bound; expired)."
+    );
+    describe_counter!(
+        CACHE_STORE_ERRORS_TOTAL,
+        "Redis cache-tier calls that failed, timed out, or entries too large for it, by store and kind."
+    );
+    describe_counter!(
+        CACHE_PURGED_TOTAL,
+        "Cache values purged (admin API, writes), by tier (memory, redis)."
+    );
+    describe_counter!(
+        COMPRESSION_RESPONSES_TOTAL,
+        "Responses compressed, by encoding (gzip, br, zstd)."
     );
     describe_gauge!(
         BLOCKED_ADDRESSES,

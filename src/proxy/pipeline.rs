@@ -17,15 +17,19 @@
 //! 8. rate limits and quotas — [`crate::ratelimit`]; a refusal counts towards progressive
 //!    blocking, and every response of a limited route carries `RateLimit-Policy`/`RateLimit`
 //! 9. request validation (JSON Schema for query and body) — [`crate::security::validation`]
-//! 10. cache lookup — *cache issue*
+//! 10. cache lookup (fresh hits, stale-while-revalidate, coalesced misses, the Redis tier) —
+//!     [`crate::cache`], `pipeline/cache.rs`
 //! 11. upstream call (balance, breaker, retry, timeout, fallback)
-//! 12. response headers: security headers on every response (errors too), CORS headers
+//! 12. response: the cache stores what it may while it streams (or serves stale within
+//!     `stale-if-error`); security headers on every response (errors too), CORS headers,
+//!     compression — [`crate::compression`]
 //! 13. access log and metrics — when the response body ends ([`crate::observe::access`])
 //!
 //! The body streams unless a check must read it (validation, body inspection); then it is read
 //! once, within the route's size limit and the minimum upload rate, and forwarded from memory.
 //! The checks that need no pipeline state live in `proxy/checks.rs`.
 
+mod cache;
 mod call;
 
 use std::net::IpAddr;
@@ -82,6 +86,8 @@ pub struct Pipeline {
     identity_headers: Vec<header::HeaderName>,
     /// `None` without a `[rate_limit]` section.
     limiter: Option<RateLimiter>,
+    /// `None` when no route caches.
+    cache: Option<Arc<crate::cache::CacheStore>>,
 }
 
 /// State that outlives a reload: the pipeline is rebuilt around it.
@@ -90,6 +96,8 @@ pub struct Retained {
     pub blocklist: Arc<Blocklist>,
     pub stores: Arc<Stores>,
     pub limits: Arc<LimitState>,
+    /// The response cache's stores; `None` when no route caches.
+    pub cache: Option<Arc<crate::cache::CacheStore>>,
     /// Upstream endpoints (pools, health) and circuit breakers.
     pub upstreams: Arc<UpstreamRegistry>,
     /// Rolling request statistics (`/health/metrics`, alert rules).
@@ -103,6 +111,8 @@ pub(super) struct Outgoing {
     pub(super) cors: Option<HeaderMap>,
     /// `RateLimit-Policy` and `RateLimit`, once stage 8 ran.
     pub(super) rate_limit: Option<(HeaderValue, HeaderValue)>,
+    /// What the client accepts, for routes that compress.
+    pub(super) compression: Option<crate::compression::Negotiated>,
     /// The route's concurrency place, held until the response body ends.
     pub(super) place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -157,8 +167,13 @@ impl Pipeline {
             limiter: config.rate_limit.clone().map(|settings| {
                 RateLimiter::new(settings, &retained.stores, retained.limits.clone())
             }),
+            cache: retained.cache.clone(),
             config: Arc::new(config),
         })
+    }
+
+    pub fn cache(&self) -> Option<&Arc<crate::cache::CacheStore>> {
+        self.cache.as_ref()
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -210,7 +225,11 @@ impl Pipeline {
             record.error = Some(error.kind());
             error.into_response(request_id.to_str().unwrap_or_default())
         });
-        // 12. Response headers: security headers and CORS on every response, errors included.
+        // 12. Response headers: security headers and CORS on every response, errors included;
+        // compression as the client accepts.
+        if let Some(negotiated) = &outgoing.compression {
+            response = crate::compression::apply(response, negotiated);
+        }
         let headers = response.headers_mut();
         match &outgoing.route {
             Some(route) => route.config.security.headers.apply(headers),
@@ -278,6 +297,11 @@ impl Pipeline {
         for name in &self.identity_headers {
             parts.headers.remove(name);
         }
+        outgoing.compression = route
+            .config
+            .compression
+            .as_ref()
+            .map(|c| c.negotiate(&parts.method, &parts.headers));
         let limits = self.body_limits(&route);
         let body = Lingering::new(body);
         let declared = declared_length(&parts.headers);
@@ -325,7 +349,24 @@ impl Pipeline {
             check_validation(&validation.validator, &parts, &body)?;
         }
 
-        // 10. Cache lookup: plugs in here with the cache issue.
+        // 10. Cache lookup.
+        let method = parts.method.clone();
+        let (step, body) = match self
+            .cache_lookup(
+                &route,
+                &mut parts,
+                body,
+                limits,
+                host.as_deref(),
+                record,
+                outgoing,
+                conn,
+            )
+            .await?
+        {
+            cache::Lookup::Answer(response) => return Ok(response),
+            cache::Lookup::Continue(step, body) => (step, body),
+        };
 
         // 11. Upstream call: load shedding, then balance, breaker, retry, timeout, fallback.
         if let Some(shed) = &route.shed {
@@ -336,8 +377,22 @@ impl Pipeline {
                 }
             })?);
         }
-        self.call_upstream(&route, parts, body, limits, conn, record)
-            .await
+        let response = self
+            .call_upstream(&route, parts, body, limits, conn, record)
+            .await;
+
+        // 12. Cache store, or a stale answer when the upstream failed (stale-if-error) or could
+        // not be tried (its breaker open: the cache is the route's fallback).
+        self.cache_finish(
+            &route,
+            step,
+            &method,
+            host.as_deref(),
+            response,
+            record,
+            outgoing,
+        )
+        .await
     }
 
     /// Stage 4: deny lists (403) and blocks (403 with `Retry-After`); allowlisted addresses pass.

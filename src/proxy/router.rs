@@ -15,6 +15,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// The route's rate-limit policies and their decision counters.
     pub limits: crate::ratelimit::RouteLimits,
+    /// `None` when the route does not cache.
+    pub cache: Option<crate::cache::RouteCache>,
     /// `[route.retry]`, with its budget.
     pub retry: Option<crate::resilience::retry::RetryPolicy>,
     /// `[route.circuit_breaker]`.
@@ -44,6 +46,10 @@ impl Router {
                 Arc::new(Route {
                     metrics: Arc::new(RouteMetrics::new(name.clone())),
                     limits: crate::ratelimit::RouteLimits::new(&name, &config.limits),
+                    cache: config
+                        .cache
+                        .clone()
+                        .map(|policy| crate::cache::RouteCache::new(&name, policy)),
                     retry: resilience
                         .retry
                         .clone()

@@ -117,6 +117,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let retained = Retained {
         blocklist: blocklist.clone(),
+        cache: config
+            .cache
+            .as_ref()
+            .map(|c| crate::cache::CacheStore::new(c, &stores)),
         stores,
         limits: Arc::new(LimitState::new(
             config.rate_limit.as_ref().map_or(100_000, |r| r.max_keys),
@@ -239,7 +243,32 @@ const BLOCKLIST_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The shared stores the configuration uses.
 fn wanted_stores(config: &Config) -> Vec<StoreKind> {
-    config.rate_limit.iter().map(|r| r.store).collect()
+    config
+        .rate_limit
+        .iter()
+        .map(|r| r.store)
+        .chain(config.cache.iter().map(|c| c.store))
+        .collect()
+}
+
+/// After a reload: the cache keeps its entries unless its settings or its Redis changed.
+fn reuse_cache(
+    old: Option<&Arc<crate::cache::CacheStore>>,
+    config: &Config,
+    stores: &Stores,
+) -> Option<Arc<crate::cache::CacheStore>> {
+    let settings = config.cache.as_ref()?;
+    if let Some(old) = old {
+        let same_redis = match (&old.redis, &stores.redis) {
+            (None, _) => settings.store == StoreKind::Memory,
+            (Some(tier), Some(redis)) => Arc::ptr_eq(&tier.store, redis),
+            (Some(_), None) => false,
+        };
+        if old.config == *settings && same_redis {
+            return Some(old.clone());
+        }
+    }
+    Some(crate::cache::CacheStore::new(settings, stores))
 }
 
 /// Resolves once shutdown has been signalled (or its sender is gone).
@@ -278,8 +307,10 @@ impl Running {
             .stores
             .reopen(&config.stores, &wanted_stores(&config))
             .await?;
+        let stores = Arc::new(stores);
         let retained = Retained {
-            stores: Arc::new(stores),
+            cache: reuse_cache(retained.cache.as_ref(), &config, &stores),
+            stores,
             ..(*retained).clone()
         };
         if old.rate_limit.as_ref().map(|r| r.store) != config.rate_limit.as_ref().map(|r| r.store)

@@ -2,6 +2,8 @@
 //! run the `rampart` binary for tests that need signals or its output.
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -31,6 +31,10 @@ use crate::proxy::upstream::{Endpoint, SendError, Upstream};
 use crate::resilience::breaker::{self, Outcome};
 use crate::resilience::retry::RetryPolicy;
 
+/// Marks the route's static `fallback_response`, which a cached answer replaces.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StaticFallback;
+
 /// Statuses that count as a failed attempt when the route has no `[route.retry]`.
 const DEFAULT_FAILURE_STATUSES: [u16; 3] = [502, 503, 504];
 
@@ -162,6 +166,8 @@ impl Pipeline {
                 let mut response = Response::new(full(answer.body.clone()));
                 *response.status_mut() = answer.status;
                 *response.headers_mut() = answer.headers.clone();
+                // A stored answer, however stale, beats the static one (stage 12 looks).
+                response.extensions_mut().insert(StaticFallback);
                 Ok(response)
             }
             _ => failure.into_result(),
