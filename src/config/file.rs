@@ -48,16 +48,16 @@ pub struct FileConfig {
     pub store: crate::store::StoresSection,
     /// Rate-limit store, fallback and policies.
     pub rate_limit: Option<RateLimitSection>,
-    /// The response cache's stores (routes opt in with `[route.cache]`).
-    pub cache: Option<crate::cache::settings::CacheSection>,
-    /// Response compression for every route (routes opt out with `compress = false`).
-    pub compression: Option<crate::compression::CompressionSettings>,
     /// Alert rules evaluated by rampart itself.
     #[serde(default, rename = "alert")]
     pub alerts: Vec<crate::observe::alerts::config::AlertSection>,
     /// Where alerts are sent, referenced by name from `[[alert]] notify`.
     #[serde(default, rename = "notifier")]
     pub notifiers: Vec<crate::observe::alerts::config::NotifierSection>,
+    /// The response cache's stores (routes opt in with `[route.cache]`).
+    pub cache: Option<crate::cache::settings::CacheSection>,
+    /// Response compression for every route (routes opt out with `compress = false`).
+    pub compression: Option<crate::compression::CompressionSettings>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.

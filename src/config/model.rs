@@ -37,10 +37,10 @@ pub struct Config {
     pub stores: crate::store::StoresSection,
     /// Rate limiting; `None` without a `[rate_limit]` section.
     pub rate_limit: Option<crate::ratelimit::policy::RateLimitConfig>,
-    /// The response cache's stores; `None` when no route caches.
-    pub cache: Option<crate::cache::settings::CacheConfig>,
     /// Alert rules and notifiers (empty: the evaluator does nothing).
     pub alerts: crate::observe::alerts::config::AlertsConfig,
+    /// The response cache's stores; `None` when no route caches.
+    pub cache: Option<crate::cache::settings::CacheConfig>,
 }
 
 #[derive(Debug, Clone)]

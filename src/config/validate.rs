@@ -256,8 +256,8 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
             stores
         },
         rate_limit,
-        cache,
         alerts,
+        cache,
     })
 }
 
