@@ -68,7 +68,7 @@ die() { log "ERROR: $*"; exit 1; }
 #                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience cache-hit compress)
+SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience resilience-3 observability cache-hit compress)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -125,6 +125,19 @@ scenario_ratelimit-redis() {
   SCEN_AFTER=redis_commands_per_request
 }
 
+# Default observability (a JSON access line per request, metrics) against rampart without the
+# access log: what the default logging costs.
+scenario_observability() {
+  SCEN_DESC="GET / with rampart's default observability (JSON access log, metrics) vs no access log"
+  SCEN_PATH="/"
+  SCEN_WRK_ARGS=()
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-quiet.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
 # Every request a cache hit (GET / cached for 300 s in memory), against plain rampart proxying.
 scenario_cache-hit() {
   SCEN_DESC="GET / answered from rampart's memory cache vs plain rampart proxying it"
@@ -163,6 +176,14 @@ scenario_resilience() {
   SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
   SCEN_BEFORE=start_extra_upstreams
   SCEN_AFTER=stop_extra_upstreams
+}
+
+# The same policies against plain rampart over the same three targets (round robin, nothing
+# else): what the policies cost, without the cost of three upstream processes on two cores.
+scenario_resilience-3() {
+  scenario_resilience
+  SCEN_DESC="as resilience, against plain rampart round-robin over the same three targets"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base-3.toml"
 }
 
 start_extra_upstreams() { # scenario

@@ -140,6 +140,76 @@ async fn metrics_expose_the_required_series_and_pass_promtool() {
     promtool_check(&text);
 }
 
+#[tokio::test]
+async fn body_sizes_are_histograms_by_route() {
+    let app = demo_app().await;
+    let running = start(
+        &format!("[[upstream]]\nname = \"app\"\ntargets = [\"{app}\"]\n[[route]]\nname = \"sizes\"\nupstream = \"app\"\n"),
+        app,
+    )
+    .await;
+    let client = client();
+    // A declared length: 1000 bytes of JSON.
+    let declared = format!("{{\"name\":\"{}\"}}", "d".repeat(1000 - 11));
+    assert_eq!(declared.len(), 1000);
+    client
+        .post(url(&running, "/api/items"))
+        .header("content-type", "application/json")
+        .body(declared)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // A chunked body of 5000 bytes in five frames: counted as it streams through.
+    let chunked = format!("{{\"name\":\"{}\"}}", "c".repeat(5000 - 11)).into_bytes();
+    let frames: Vec<Result<Vec<u8>, std::io::Error>> =
+        chunked.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    client
+        .post(url(&running, "/api/items"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            frames,
+        )))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let listed = client
+        .get(url(&running, "/api/items"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let text = metrics_text(&client, &running).await;
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{route=\"sizes\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("missing {prefix} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("rampart_http_request_body_bytes_count"), 3.0);
+    // The GET has no body.
+    assert_eq!(value("rampart_http_request_body_bytes_sum"), 6000.0);
+    assert_eq!(value("rampart_http_response_body_bytes_count"), 3.0);
+    assert!(value("rampart_http_response_body_bytes_sum") >= listed.len() as f64);
+    assert!(
+        text.contains(r#"rampart_http_request_body_bytes_bucket{route="sizes",le="1024"} 2"#),
+        "the GET (0) and the 1000-byte body fall in le=1024:\n{text}"
+    );
+    assert!(text.contains("# TYPE rampart_http_response_body_bytes histogram"));
+    promtool_check(&text);
+}
+
 /// `promtool check metrics` must accept the exposition. promtool comes from Debian's
 /// `prometheus` package, which scripts/test installs.
 fn promtool_check(text: &str) {

@@ -55,6 +55,28 @@ pub struct RequestRecord {
     pub error: Option<&'static str>,
     /// Upstream attempts made (retries and fallbacks included).
     pub attempts: u32,
+    /// The request body's size.
+    pub request_bytes: RequestBytes,
+}
+
+/// A request body's size: known from its head, or counted as a chunked body streams through.
+#[derive(Debug, Default)]
+pub enum RequestBytes {
+    #[default]
+    None,
+    Declared(u64),
+    /// Shared with the streaming body, which adds every frame it reads.
+    Counted(Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl RequestBytes {
+    pub fn get(&self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::Declared(bytes) => *bytes,
+            Self::Counted(counter) => counter.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// Runs when the response body is done: access log, metrics, connection bookkeeping.
@@ -88,7 +110,13 @@ impl Completion for Exchange {
         drop(in_flight);
         drop(place);
         let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
-        route_metrics.finished(&record.method, status, elapsed, bytes_sent);
+        route_metrics.finished(
+            &record.method,
+            status,
+            elapsed,
+            record.request_bytes.get(),
+            bytes_sent,
+        );
 
         if !access_log.wants(status) {
             return;

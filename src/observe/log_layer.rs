@@ -57,7 +57,6 @@ impl<S: Subscriber> Layer<S> for LogLayer {
 
 fn format_event(line: &mut String, style: Style, event: &Event<'_>) {
     let meta = event.metadata();
-    let request_id = REQUEST_ID.with(|id| id.borrow().clone());
     match style {
         Style::Json => {
             line.push_str("{\"timestamp\":\"");
@@ -77,26 +76,31 @@ fn format_event(line: &mut String, style: Style, event: &Event<'_>) {
         has_request_id: false,
     };
     event.record(&mut fields);
-    let has_request_id = fields.has_request_id;
-    let id = request_id
-        .filter(|_| !has_request_id)
-        .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned());
+    // The scoped request's id, unless the event named one itself.
+    if !fields.has_request_id {
+        REQUEST_ID.with(|id| {
+            if let Some(id) = &*id.borrow() {
+                let id = String::from_utf8_lossy(id.as_bytes());
+                match style {
+                    Style::Json => {
+                        line.push_str(",\"request_id\":");
+                        push_json_string(line, &id);
+                    }
+                    Style::Pretty => {
+                        line.push_str(" request_id=");
+                        line.push_str(&id);
+                    }
+                }
+            }
+        });
+    }
     match style {
         Style::Json => {
-            if let Some(id) = id {
-                line.push_str(",\"request_id\":");
-                push_json_string(line, &id);
-            }
             line.push_str(",\"target\":");
             push_json_string(line, meta.target());
             line.push_str("}\n");
         }
-        Style::Pretty => {
-            if let Some(id) = id {
-                let _ = write!(line, " request_id={id}");
-            }
-            line.push('\n');
-        }
+        Style::Pretty => line.push('\n'),
     }
 }
 
@@ -104,7 +108,8 @@ pin_project_lite::pin_project! {
     /// Runs a request's future with its id set for the log lines it writes. Each poll sets and
     /// restores a thread-local, which is exact because a future is polled on one thread at a time.
     pub struct RequestScope<F> {
-        id: HeaderValue,
+        // `Some` between polls; lent to the thread-local during one.
+        id: Option<HeaderValue>,
         #[pin]
         inner: F,
     }
@@ -112,7 +117,10 @@ pin_project_lite::pin_project! {
 
 impl<F> RequestScope<F> {
     pub fn new(id: HeaderValue, inner: F) -> Self {
-        Self { id, inner }
+        Self {
+            id: Some(id),
+            inner,
+        }
     }
 }
 
@@ -121,9 +129,11 @@ impl<F: Future> Future for RequestScope<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let previous = REQUEST_ID.with(|slot| slot.replace(Some(this.id.clone())));
+        // The id moves into the thread-local for the poll and back out after it: no clone,
+        // and a scope polled inside another restores the outer one.
+        REQUEST_ID.with(|slot| std::mem::swap(&mut *slot.borrow_mut(), this.id));
         let polled = this.inner.poll(cx);
-        REQUEST_ID.with(|slot| *slot.borrow_mut() = previous);
+        REQUEST_ID.with(|slot| std::mem::swap(&mut *slot.borrow_mut(), this.id));
         polled
     }
 }
@@ -166,9 +176,9 @@ impl FieldWriter<'_> {
         }
     }
 
-    fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 }
 
@@ -177,20 +187,22 @@ impl Visit for FieldWriter<'_> {
         self.text(field, value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value);
+        self.integer(field, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value);
+        self.integer(field, value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.number(field, value);
+            self.key(field);
+            push_f64(self.line, value);
         } else {
             self.text(field, &value.to_string());
         }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.number(field, value);
+        self.key(field);
+        self.line.push_str(if value { "true" } else { "false" });
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.text(field, &value.to_string());
@@ -202,36 +214,75 @@ impl Visit for FieldWriter<'_> {
 
 fn push_json_string(out: &mut String, value: &str) {
     out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs that need no escaping are copied whole; only the bytes that must be escaped (all
+    // ASCII, so every cut falls on a character boundary) are written one by one.
+    let mut plain_from = 0;
+    for (at, byte) in value.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&value[plain_from..at]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escaped);
         }
+        plain_from = at + 1;
     }
+    out.push_str(&value[plain_from..]);
     out.push('"');
 }
 
+/// A finite number as JSON: integers without a fraction, others in their shortest exact form.
+fn push_f64(out: &mut String, value: f64) {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        out.push_str(itoa::Buffer::new().format(value as i64));
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(value));
+    }
+}
+
 /// RFC 3339 in UTC with microseconds: `2026-11-22T01:50:10.690452Z`.
+/// The date and time to the second are formatted once per second and thread.
 fn write_timestamp(out: &mut String, now: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
-    let (days, in_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        in_day / 3600,
-        (in_day / 60) % 60,
-        in_day % 60,
-        since.subsec_micros()
-    );
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != seconds {
+            let (days, in_day) = (seconds / 86_400, seconds % 86_400);
+            let (year, month, day) = civil_from_days(days as i64);
+            cached.1.clear();
+            let _ = write!(
+                cached.1,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                in_day / 3600,
+                (in_day / 60) % 60,
+                in_day % 60,
+            );
+            cached.0 = seconds;
+        }
+        out.push_str(&cached.1);
+    });
+    let micros = since.subsec_micros();
+    let mut digits = [b'0'; 8];
+    digits[0] = b'.';
+    digits[7] = b'Z';
+    let mut rest = micros;
+    for slot in digits[1..7].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"));
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.

@@ -15,6 +15,8 @@ pub const HTTP_REQUESTS_TOTAL: &str = "rampart_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "rampart_http_request_duration_seconds";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "rampart_http_requests_in_flight";
 pub const HTTP_RESPONSE_BYTES_TOTAL: &str = "rampart_http_response_body_bytes_total";
+pub const HTTP_REQUEST_BODY_SIZE: &str = "rampart_http_request_body_bytes";
+pub const HTTP_RESPONSE_BODY_SIZE: &str = "rampart_http_response_body_bytes";
 pub const UPSTREAM_REQUEST_DURATION: &str = "rampart_upstream_request_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "rampart_upstream_errors_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "rampart_config_reloads_total";
@@ -49,6 +51,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Store calls take well under a millisecond on a local network.
+/// Body sizes: 64 B to 64 MiB, four times apart.
+const BODY_SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
 const STORE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
@@ -66,6 +73,8 @@ pub fn install() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Suffix("_body_bytes".into()), BODY_SIZE_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -107,6 +116,16 @@ fn describe() {
         HTTP_RESPONSE_BYTES_TOTAL,
         Unit::Bytes,
         "Response body bytes sent to clients, by route."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_BODY_SIZE,
+        Unit::Bytes,
+        "Request body sizes, by route: the declared length, or the bytes read from a chunked body."
+    );
+    describe_histogram!(
+        HTTP_RESPONSE_BODY_SIZE,
+        Unit::Bytes,
+        "Response body sizes sent to clients, by route."
     );
     describe_histogram!(
         UPSTREAM_REQUEST_DURATION,
@@ -221,6 +240,8 @@ pub struct RouteMetrics {
     route: Arc<str>,
     duration: Histogram,
     response_bytes: Counter,
+    request_body_size: Histogram,
+    response_body_size: Histogram,
     /// One counter per (method, status) seen; a handful per route, so a list beats a hash map.
     requests: Mutex<Vec<((&'static str, u16), Counter)>>,
 }
@@ -238,6 +259,8 @@ impl RouteMetrics {
         Self {
             duration: metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone()),
             response_bytes: metrics::counter!(HTTP_RESPONSE_BYTES_TOTAL, "route" => route.clone()),
+            request_body_size: metrics::histogram!(HTTP_REQUEST_BODY_SIZE, "route" => route.clone()),
+            response_body_size: metrics::histogram!(HTTP_RESPONSE_BODY_SIZE, "route" => route.clone()),
             requests: Mutex::new(Vec::new()),
             route,
         }
@@ -249,10 +272,13 @@ impl RouteMetrics {
         method: &http::Method,
         status: http::StatusCode,
         elapsed: Duration,
+        request_bytes: u64,
         bytes: u64,
     ) {
         self.duration.record(elapsed.as_secs_f64());
         self.response_bytes.increment(bytes);
+        self.request_body_size.record(request_bytes as f64);
+        self.response_body_size.record(bytes as f64);
         let method = method_label(method);
         let key = (method, status.as_u16());
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());

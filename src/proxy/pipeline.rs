@@ -55,7 +55,7 @@ use super::request_id::{self, X_REQUEST_ID};
 use super::router::{Route, Router, request_host};
 use super::upstream::{SendError, Upstream, UpstreamRegistry};
 use crate::config::Config;
-use crate::observe::access::{AccessLog, Exchange, RequestRecord};
+use crate::observe::access::{AccessLog, Exchange, RequestBytes, RequestRecord};
 use crate::observe::log_layer::RequestScope;
 use crate::observe::metrics::{self as m, RouteMetrics};
 use crate::ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY};
@@ -213,6 +213,7 @@ impl Pipeline {
             limit: None,
             error: None,
             attempts: 0,
+            request_bytes: RequestBytes::None,
         };
         let mut outgoing = Outgoing::default();
         let outcome = RequestScope::new(
@@ -303,8 +304,13 @@ impl Pipeline {
             .as_ref()
             .map(|c| c.negotiate(&parts.method, &parts.headers));
         let limits = self.body_limits(&route);
-        let body = Lingering::new(body);
+        let mut body = Lingering::new(body);
         let declared = declared_length(&parts.headers);
+        record.request_bytes = match declared {
+            Some(length) => RequestBytes::Declared(length),
+            None if http_body::Body::is_end_stream(&body) => RequestBytes::None,
+            None => RequestBytes::Counted(body.count()),
+        };
         if declared.is_some_and(|length| length > limits.max_bytes) {
             return Err(ProxyError::BodyTooLarge {
                 limit: limits.max_bytes,

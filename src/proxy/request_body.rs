@@ -5,6 +5,8 @@
 //! A body that is not needed by a check streams through untouched, frame by frame.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -118,6 +120,8 @@ pin_project_lite::pin_project! {
     pub struct Lingering {
         #[pin]
         inner: Option<Incoming>,
+        // Data bytes read, for a body whose length the head does not declare.
+        counted: Option<Arc<AtomicU64>>,
     }
 
     impl PinnedDrop for Lingering {
@@ -145,7 +149,13 @@ impl Lingering {
     pub fn new(incoming: Incoming) -> Self {
         Self {
             inner: Some(incoming),
+            counted: None,
         }
+    }
+
+    /// Counts the data bytes read from now on into the returned counter.
+    pub fn count(&mut self) -> Arc<AtomicU64> {
+        self.counted.get_or_insert_with(Default::default).clone()
     }
 }
 
@@ -157,10 +167,17 @@ impl Body for Lingering {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project().inner.as_pin_mut() {
+        let this = self.project();
+        let polled = match this.inner.as_pin_mut() {
             Some(inner) => inner.poll_frame(cx),
-            None => Poll::Ready(None),
+            None => return Poll::Ready(None),
+        };
+        if let (Some(counted), Poll::Ready(Some(Ok(frame)))) = (this.counted, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            counted.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

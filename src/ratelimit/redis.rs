@@ -27,8 +27,10 @@ use crate::store::redis::RedisStore;
 /// Lua numbers are doubles. Every product below stays under 2^53 because the config caps
 /// `limit × window_ms`; sums that could pass it are rearranged into comparisons of two such
 /// products, and integer division is corrected after `math.floor` (`idiv`), so the results are
-/// the exact integers [`super::algorithm`] computes. Numbers are written with `%.0f` (Lua's
-/// `tostring` would use `%.14g` and lose digits). Nothing is written for a refusal or a cost of 0.
+/// the exact integers [`super::algorithm`] computes. Numbers are written with `%d` (Redis's Lua
+/// 5.1 formats it as a 64-bit `long`, exact for every integer below 2^53; `tostring` would use
+/// `%.14g` and lose digits), in one `string.format` per value written. Nothing is written for a
+/// refusal or a cost of 0.
 const SCRIPT: &str = r#"
 local function idiv(a, b)
   local q = math.floor(a / b)
@@ -38,9 +40,6 @@ local function idiv(a, b)
     q = q + 1
   end
   return q
-end
-local function fmt(x)
-  return string.format('%.0f', x)
 end
 
 local now_us
@@ -90,8 +89,8 @@ for i, key in ipairs(KEYS) do
     if allowed then
       remaining = idiv((limit - cur - cost) * window - weighted, window)
       if cost > 0 then
-        redis.call('SET', key, fmt(start) .. ':' .. fmt(prev) .. ':' .. fmt(cur + cost),
-          'PX', fmt(math.max(start + 2 * window - now_ms, 1)))
+        redis.call('SET', key, string.format('%d:%d:%d', start, prev, cur + cost),
+          'PX', string.format('%d', math.max(start + 2 * window - now_ms, 1)))
       end
     elseif cur + cost <= limit then
       local room = (limit - cur - cost) * window
@@ -127,7 +126,7 @@ for i, key in ipairs(KEYS) do
       remaining = idiv(now_us + tolerance - new_tat, interval)
       if cost > 0 then
         local ttl = math.max(idiv(new_tat - now_us + 999, 1000), 1)
-        redis.call('SET', key, fmt(new_tat), 'PX', fmt(ttl))
+        redis.call('SET', key, string.format('%d', new_tat), 'PX', string.format('%d', ttl))
       end
     else
       retry = math.max(idiv(new_tat - tolerance - now_us + 999, 1000), 1)
