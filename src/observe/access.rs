@@ -55,6 +55,8 @@ pub struct RequestRecord {
     pub error: Option<&'static str>,
     /// Upstream attempts made (retries and fallbacks included).
     pub attempts: u32,
+    /// The request's trace; `None` when tracing is off.
+    pub trace: Option<super::trace::RequestTrace>,
 }
 
 /// Runs when the response body is done: access log, metrics, connection bookkeeping.
@@ -89,6 +91,9 @@ impl Completion for Exchange {
         drop(place);
         let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
         route_metrics.finished(&record.method, status, elapsed, bytes_sent);
+        if let Some(trace) = &record.trace {
+            trace.finish(&record, status, elapsed, &access_log.redact_query_keys);
+        }
 
         if !access_log.wants(status) {
             return;
@@ -100,6 +105,7 @@ impl Completion for Exchange {
         );
         let mut ip_buffer = [0u8; 48];
         let client_ip = format_ip(record.client_ip, &mut ip_buffer);
+        let trace_id = record.trace.as_ref().map(|t| t.trace_id_hex());
         tracing::info!(
             target: "rampart::access",
             request_id = record.request_id.to_str().unwrap_or_default(),
@@ -117,6 +123,7 @@ impl Completion for Exchange {
             error = record.error,
             attempts = record.attempts,
             completed = finished,
+            trace_id = trace_id.as_ref().and_then(|t| std::str::from_utf8(t).ok()),
             "request"
         );
     }
