@@ -533,3 +533,44 @@ fn an_empty_endpoint_turns_tracing_off() {
     );
     assert!(config.tracing.is_none());
 }
+
+#[tokio::test]
+async fn the_access_log_carries_the_trace_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector_addr, exports) = collector(200).await;
+    let (app, _) = upstream().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let config_path = dir.path().join("rampart.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
+            traced_config(collector_addr, "", "").replace("{app}", &app.to_string())
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stdout.log");
+    let mut child = spawn_serve(&config_path, &log, &[]);
+    wait_ready(
+        &format!("http://127.0.0.1:{admin_port}/health/ready"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let response = client()
+        .get(format!("http://127.0.0.1:{port}/logged"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    wait_spans(&exports, 2).await;
+    send_signal(&child, "TERM");
+    wait_exit(&mut child, Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["target"] == "rampart::access")
+        .unwrap_or_else(|| panic!("no access line in:\n{text}"));
+    assert_eq!(line["trace_id"], TRACE, "{line}");
+}
