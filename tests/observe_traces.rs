@@ -574,3 +574,63 @@ async fn the_access_log_carries_the_trace_id() {
         .unwrap_or_else(|| panic!("no access line in:\n{text}"));
     assert_eq!(line["trace_id"], TRACE, "{line}");
 }
+
+#[tokio::test]
+async fn the_redis_rate_limit_check_gets_a_store_span() {
+    let (collector_addr, exports) = collector(200).await;
+    let (app, _) = upstream().await;
+    let store = format!(
+        r#"
+[store.redis]
+url = "{}"
+key_prefix = "{}"
+
+[rate_limit]
+store = "redis"
+timeout = "2s"
+
+[[rate_limit.policy]]
+name = "per_ip"
+limit = 1
+window = "1h"
+"#,
+        redis_url(),
+        unique_prefix()
+    );
+    let running = start(
+        &format!(
+            "{store}{}",
+            traced_config(collector_addr, "", "limits = [\"per_ip\"]")
+        ),
+        app,
+    )
+    .await;
+    let client = client();
+    assert_eq!(client.get(url(&running, "/l")).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(url(&running, "/l")).send().await.unwrap().status(), 429);
+    // Two server spans, one attempt span, two store spans.
+    let all = wait_spans(&exports, 5).await;
+    let stores: Vec<&Value> = all.iter().filter(|s| s["name"] == "ratelimit check").collect();
+    assert_eq!(stores.len(), 2, "{all:#?}");
+    let mut outcomes: Vec<String> = stores
+        .iter()
+        .map(|s| attr(s, "rampart.outcome").as_str().unwrap().to_owned())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["allowed", "limited"]);
+    for span in stores {
+        assert_eq!(attr(span, "db.system.name"), "redis");
+        assert_eq!(span["kind"], 3);
+        let server = all
+            .iter()
+            .find(|s| s["spanId"] == span["parentSpanId"])
+            .expect("the store span's parent is a server span");
+        assert_eq!(server["kind"], 2);
+    }
+    let limited = of_kind(&all, 2)
+        .into_iter()
+        .find(|s| attr(s, "http.response.status_code") == "429")
+        .unwrap();
+    assert!(limited["status"].is_null(), "a 4xx is no server error");
+    assert_eq!(attr(&limited, "error.type"), "rate_limited");
+}
