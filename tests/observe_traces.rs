@@ -161,7 +161,11 @@ fn attr(span: &Value, key: &str) -> Value {
 }
 
 fn of_kind(spans: &[Value], kind: u64) -> Vec<Value> {
-    spans.iter().filter(|s| s["kind"] == kind).cloned().collect()
+    spans
+        .iter()
+        .filter(|s| s["kind"] == kind)
+        .cloned()
+        .collect()
 }
 
 /// (trace id, parent id, flags) of a `traceparent`.
@@ -196,7 +200,10 @@ async fn a_sampled_incoming_trace_is_continued_upstream_and_exported() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
 
     let all = wait_spans(&exports, 2).await;
     let server = &of_kind(&all, 2)[0];
@@ -220,7 +227,11 @@ async fn a_sampled_incoming_trace_is_continued_upstream_and_exported() {
     assert_eq!(attr(attempt, "server.port"), app.port().to_string());
     assert_eq!(attr(attempt, "rampart.attempt"), "1");
     assert_eq!(attr(attempt, "http.response.status_code"), "200");
-    let start: u64 = server["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    let start: u64 = server["startTimeUnixNano"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let end: u64 = server["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
     assert!(start > 0 && start <= end);
 
@@ -246,7 +257,10 @@ async fn a_missing_or_invalid_traceparent_starts_a_new_trace() {
     client.get(url(&running, "/a")).send().await.unwrap();
     client
         .get(url(&running, "/b"))
-        .header("traceparent", format!("00-{}-{PARENT}-01", TRACE.to_uppercase()))
+        .header(
+            "traceparent",
+            format!("00-{}-{PARENT}-01", TRACE.to_uppercase()),
+        )
         .header("tracestate", "vendor=abc")
         .send()
         .await
@@ -270,8 +284,14 @@ async fn a_missing_or_invalid_traceparent_starts_a_new_trace() {
         assert_ne!(trace, "0".repeat(32));
         // A tracestate without a valid parent is dropped.
         assert_eq!(seen.tracestate, None, "request {i}");
-        let server = servers.iter().find(|s| s["traceId"] == trace.as_str()).unwrap();
-        assert!(server["parentSpanId"].is_null(), "a new trace has a root span");
+        let server = servers
+            .iter()
+            .find(|s| s["traceId"] == trace.as_str())
+            .unwrap();
+        assert!(
+            server["parentSpanId"].is_null(),
+            "a new trace has a root span"
+        );
         let attempt = all
             .iter()
             .find(|s| s["spanId"] == parent.as_str())
@@ -289,7 +309,11 @@ async fn ratio_zero_exports_nothing_but_still_propagates() {
     let (collector_addr, exports) = collector(200).await;
     let (app, seen) = upstream().await;
     let running = start(
-        &traced_config(collector_addr, "sample_ratio = 0.0\nrespect_parent = false", ""),
+        &traced_config(
+            collector_addr,
+            "sample_ratio = 0.0\nrespect_parent = false",
+            "",
+        ),
         app,
     )
     .await;
@@ -507,8 +531,8 @@ batch_interval = "1ms"
             "missing {expected:?} in:\n{problems}"
         );
     }
-    let unknown = config_problems("[tracing]\nendpoint = \"http://c/v1/traces\"\nratio = 1\n")
-        .to_string();
+    let unknown =
+        config_problems("[tracing]\nendpoint = \"http://c/v1/traces\"\nratio = 1\n").to_string();
     assert!(
         unknown.contains("test.toml:3:1: tracing.ratio: unknown field `ratio`"),
         "{unknown}"
@@ -520,7 +544,9 @@ batch_interval = "1ms"
     )
     .to_string();
     assert!(
-        batch.contains("test.toml:4:1: tracing.batch_size: expected 1 to max_queue (10) spans, got 11"),
+        batch.contains(
+            "test.toml:4:1: tracing.batch_size: expected 1 to max_queue (10) spans, got 11"
+        ),
         "{batch}"
     );
 }
@@ -606,11 +632,30 @@ window = "1h"
     )
     .await;
     let client = client();
-    assert_eq!(client.get(url(&running, "/l")).send().await.unwrap().status(), 200);
-    assert_eq!(client.get(url(&running, "/l")).send().await.unwrap().status(), 429);
+    assert_eq!(
+        client
+            .get(url(&running, "/l"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(url(&running, "/l"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
     // Two server spans, one attempt span, two store spans.
     let all = wait_spans(&exports, 5).await;
-    let stores: Vec<&Value> = all.iter().filter(|s| s["name"] == "ratelimit check").collect();
+    let stores: Vec<&Value> = all
+        .iter()
+        .filter(|s| s["name"] == "ratelimit check")
+        .collect();
     assert_eq!(stores.len(), 2, "{all:#?}");
     let mut outcomes: Vec<String> = stores
         .iter()

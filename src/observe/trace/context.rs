@@ -118,8 +118,7 @@ mod tests {
         assert_eq!(parent.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(parent.span_id, 0x00f067aa0ba902b7);
         assert!(parent.sampled);
-        let unsampled =
-            parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        let unsampled = parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(!unsampled.sampled);
         // Other flag bits are ignored; only the sampled bit counts.
         assert!(
@@ -179,7 +178,10 @@ mod tests {
         assert_eq!(&written[..], VALID.as_bytes());
         let written = format(1, 2, false);
         let parent = parse(&written).unwrap();
-        assert_eq!((parent.trace_id, parent.span_id, parent.sampled), (1, 2, false));
+        assert_eq!(
+            (parent.trace_id, parent.span_id, parent.sampled),
+            (1, 2, false)
+        );
         assert_eq!(&trace_id_hex(0xab)[28..], b"00ab");
         assert_eq!(&span_id_hex(u64::MAX), b"ffffffffffffffff");
     }

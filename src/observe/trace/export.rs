@@ -75,10 +75,7 @@ impl Exporter {
     /// Starts the export task on the current runtime; it flushes what is queued and ends when
     /// the exporter (and every request holding it) is gone.
     pub fn spawn(config: &TracingConfig) -> Self {
-        metrics::describe_counter!(
-            SPANS_EXPORTED_TOTAL,
-            "Spans the trace collector accepted."
-        );
+        metrics::describe_counter!(SPANS_EXPORTED_TOTAL, "Spans the trace collector accepted.");
         metrics::describe_counter!(
             SPANS_DROPPED_TOTAL,
             "Spans dropped, by reason (queue_full: the export queue was full; export_failed: the collector refused or did not answer)."

@@ -139,7 +139,10 @@ impl RequestTrace {
         }
         let error = match end {
             AttemptEnd::Status(status) => {
-                attributes.push(("http.response.status_code", i64::from(status.as_u16()).into()));
+                attributes.push((
+                    "http.response.status_code",
+                    i64::from(status.as_u16()).into(),
+                ));
                 (status.as_u16() >= 400).then(|| {
                     attributes.push(("error.type", status_text(status).into()));
                     Cow::Owned(status_text(status))
@@ -213,7 +216,10 @@ impl RequestTrace {
         let mut attributes: Vec<(&'static str, AttrValue)> = vec![
             ("http.request.method", method_value(method)),
             ("url.path", record.uri.path().to_owned().into()),
-            ("http.response.status_code", i64::from(status.as_u16()).into()),
+            (
+                "http.response.status_code",
+                i64::from(status.as_u16()).into(),
+            ),
             ("client.address", record.client_ip.to_string().into()),
             (
                 "rampart.request_id",
@@ -246,9 +252,11 @@ impl RequestTrace {
             attributes.push(("error.type", status_text(status).into()));
         }
         // A server span is an error for 5xx only (OpenTelemetry's HTTP conventions).
-        let error = status
-            .is_server_error()
-            .then(|| record.error.map_or_else(|| status_text(status).into(), Cow::Borrowed));
+        let error = status.is_server_error().then(|| {
+            record
+                .error
+                .map_or_else(|| status_text(status).into(), Cow::Borrowed)
+        });
         let name = match &record.route {
             Some(route) => format!("{} {route}", method.as_str()).into(),
             None => method_name(method),

@@ -235,7 +235,10 @@ impl Pipeline {
             )
             .map_err(Failure::Final)?;
             // The attempt's span id goes upstream as the parent in `traceparent`.
-            let attempt_span = record.trace.as_ref().map(|t| t.propagate(&mut head.headers));
+            let attempt_span = record
+                .trace
+                .as_ref()
+                .map(|t| t.propagate(&mut head.headers));
             let timeout = match a.deadline {
                 Some(deadline) => route
                     .config
@@ -310,7 +313,13 @@ impl Pipeline {
                             let end = AttemptEnd::Error(error.kind());
                             let (method, authority) = (&record.method, &endpoint.authority);
                             trace.attempt_span(
-                                span_id, method, &upstream.name, authority, attempt, elapsed, end,
+                                span_id,
+                                method,
+                                &upstream.name,
+                                authority,
+                                attempt,
+                                elapsed,
+                                end,
                             );
                         }
                         return Err(Failure::Final(error));
