@@ -109,6 +109,24 @@ pub fn span_id_hex(span_id: u64) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any input is parsed without panicking, and whatever parses formats back to itself
+        /// (for version 00).
+        #[test]
+        fn parsing_arbitrary_input_never_panics(text in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if let Some(parent) = parse(&text) {
+                prop_assert!(parent.trace_id != 0 && parent.span_id != 0);
+            }
+        }
+
+        #[test]
+        fn formatted_values_parse_back(trace_id in 1u128.., span_id in 1u64.., sampled: bool) {
+            let parent = parse(&format(trace_id, span_id, sampled)).unwrap();
+            prop_assert_eq!((parent.trace_id, parent.span_id, parent.sampled), (trace_id, span_id, sampled));
+        }
+    }
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
