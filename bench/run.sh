@@ -68,7 +68,7 @@ die() { log "ERROR: $*"; exit 1; }
 #                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience resilience-3 observability cache-hit compress)
+SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience resilience-3 observability cache-hit compress traces)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -158,6 +158,20 @@ scenario_compress() {
   SCEN_WRK_ARGS=(-H "Accept-Encoding: gzip, br, zstd")
   SCEN_TARGETS="rampart,rampart-base"
   SCEN_RAMPART_CONFIG="$BENCH/rampart-compress.toml"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
+  SCEN_NGINX_CONF="$BENCH/nginx.conf"
+  SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+# Tracing on at a 10% sampling ratio (traceparent on every upstream request, spans for the
+# sampled tenth exported as OTLP/HTTP JSON to the bench upstream) against plain rampart; the
+# issue asks rampart/rampart-base >= 0.9.
+scenario_traces() {
+  SCEN_DESC="GET / with [tracing] at sample_ratio 0.1, spans exported to the bench upstream vs plain rampart"
+  SCEN_PATH="/"
+  SCEN_WRK_ARGS=()
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_CONFIG="$BENCH/rampart-traces.toml"
   SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
   SCEN_NGINX_CONF="$BENCH/nginx.conf"
   SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"

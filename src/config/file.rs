@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub cache: Option<crate::cache::settings::CacheSection>,
     /// Response compression for every route (routes opt out with `compress = false`).
     pub compression: Option<crate::compression::CompressionSettings>,
+    /// Distributed tracing (W3C trace context, OTLP/HTTP export); off when absent.
+    pub tracing: Option<crate::observe::trace::config::TracingSection>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.

@@ -41,6 +41,8 @@ pub struct Config {
     pub alerts: crate::observe::alerts::config::AlertsConfig,
     /// The response cache's stores; `None` when no route caches.
     pub cache: Option<crate::cache::settings::CacheConfig>,
+    /// Distributed tracing; `None` when off.
+    pub tracing: Option<crate::observe::trace::config::TracingConfig>,
 }
 
 #[derive(Debug, Clone)]

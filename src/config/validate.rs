@@ -199,6 +199,8 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         &root,
         &mut problems,
     );
+    let tracing =
+        crate::observe::trace::config::resolve(file.tracing.as_ref(), &root, &mut problems);
 
     if !problems.is_empty() {
         return Err(problems);
@@ -258,6 +260,7 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         rate_limit,
         alerts,
         cache,
+        tracing,
     })
 }
 

@@ -57,6 +57,8 @@ pub struct RequestRecord {
     pub attempts: u32,
     /// The request body's size.
     pub request_bytes: RequestBytes,
+    /// The request's trace; `None` when tracing is off.
+    pub trace: Option<super::trace::RequestTrace>,
 }
 
 /// A request body's size: known from its head, or counted as a chunked body streams through.
@@ -117,6 +119,9 @@ impl Completion for Exchange {
             record.request_bytes.get(),
             bytes_sent,
         );
+        if let Some(trace) = &record.trace {
+            trace.finish(&record, status, elapsed, &access_log.redact_query_keys);
+        }
 
         if !access_log.wants(status) {
             return;
@@ -128,6 +133,7 @@ impl Completion for Exchange {
         );
         let mut ip_buffer = [0u8; 48];
         let client_ip = format_ip(record.client_ip, &mut ip_buffer);
+        let trace_id = record.trace.as_ref().map(|t| t.trace_id_hex());
         tracing::info!(
             target: "rampart::access",
             request_id = record.request_id.to_str().unwrap_or_default(),
@@ -145,6 +151,7 @@ impl Completion for Exchange {
             error = record.error,
             attempts = record.attempts,
             completed = finished,
+            trace_id = trace_id.as_ref().and_then(|t| std::str::from_utf8(t).ok()),
             "request"
         );
     }

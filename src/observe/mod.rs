@@ -1,5 +1,6 @@
 //! Observability: logging setup and log files, the access log, metrics (Prometheus) and process
-//! figures, the rolling request window, alert rules and their notifiers, and log redaction.
+//! figures, the rolling request window, alert rules and their notifiers, log redaction, and
+//! distributed tracing (W3C trace context, OTLP span export).
 //! Health endpoints live in `admin`; this module owns what is recorded, not how it is served.
 
 pub mod access;
@@ -11,4 +12,5 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod redact;
+pub mod trace;
 pub mod window;

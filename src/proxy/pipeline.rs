@@ -88,6 +88,8 @@ pub struct Pipeline {
     limiter: Option<RateLimiter>,
     /// `None` when no route caches.
     cache: Option<Arc<crate::cache::CacheStore>>,
+    /// `None` without `[tracing]`: then no trace work happens per request.
+    tracer: Option<Arc<crate::observe::trace::Tracer>>,
 }
 
 /// State that outlives a reload: the pipeline is rebuilt around it.
@@ -168,6 +170,10 @@ impl Pipeline {
                 RateLimiter::new(settings, &retained.stores, retained.limits.clone())
             }),
             cache: retained.cache.clone(),
+            tracer: config
+                .tracing
+                .as_ref()
+                .map(crate::observe::trace::Tracer::new),
             config: Arc::new(config),
         })
     }
@@ -214,6 +220,8 @@ impl Pipeline {
             error: None,
             attempts: 0,
             request_bytes: RequestBytes::None,
+            // A trace context (continued or new) when tracing is on.
+            trace: self.tracer.as_ref().map(|t| t.start(request.headers())),
         };
         let mut outgoing = Outgoing::default();
         let outcome = RequestScope::new(
@@ -571,7 +579,20 @@ impl Pipeline {
             method: &parts.method,
             headers: &parts.headers,
         };
+        let store = limiter.store();
+        let timer = match &record.trace {
+            Some(trace) if store != crate::store::StoreKind::Memory => trace.timer(),
+            _ => None,
+        };
         let verdict = limiter.check(&route.limits, &source).await;
+        if let (Some(trace), Some(started)) = (&record.trace, timer) {
+            let outcome = match &verdict.refusal {
+                None => "allowed",
+                Some(Refusal::Limited { .. }) => "limited",
+                Some(Refusal::Unavailable { .. }) => "unavailable",
+            };
+            trace.store_span("ratelimit check", store.as_str(), started, outcome);
+        }
         outgoing.rate_limit = verdict.headers;
         match verdict.refusal {
             None => Ok(()),

@@ -198,7 +198,15 @@ impl Pipeline {
                         )));
                     }
                     if found.is_none() {
+                        let timer = match &record.trace {
+                            Some(trace) if cache.redis.is_some() => trace.timer(),
+                            _ => None,
+                        };
                         found = cache.lookup_redis(&origin, &parts.headers).await;
+                        if let (Some(trace), Some(started)) = (&record.trace, timer) {
+                            let outcome = if found.is_some() { "hit" } else { "miss" };
+                            trace.store_span("cache lookup", "redis", started, outcome);
+                        }
                         if let Some(entry) = &found {
                             if entry.times.is_fresh(now) {
                                 drop(leader);

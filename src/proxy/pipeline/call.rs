@@ -20,6 +20,7 @@ use http_body_util::BodyExt;
 use super::{Pipeline, classify, upstream_failure};
 use crate::observe::access::RequestRecord;
 use crate::observe::metrics as m;
+use crate::observe::trace::AttemptEnd;
 use crate::proxy::body::{BoxError, ResponseBody, declared_length, full};
 use crate::proxy::checks::read_body;
 use crate::proxy::context::ConnInfo;
@@ -233,6 +234,11 @@ impl Pipeline {
                 &record.request_id,
             )
             .map_err(Failure::Final)?;
+            // The attempt's span id goes upstream as the parent in `traceparent`.
+            let attempt_span = record
+                .trace
+                .as_ref()
+                .map(|t| t.propagate(&mut head.headers));
             let timeout = match a.deadline {
                 Some(deadline) => route
                     .config
@@ -303,6 +309,19 @@ impl Pipeline {
                         ProxyError::BodyTooLarge { .. } | ProxyError::BodyTooSlow
                     ) {
                         // The client's fault: the upstream is not blamed.
+                        if let (Some(trace), Some(span_id)) = (&record.trace, attempt_span) {
+                            let end = AttemptEnd::Error(error.kind());
+                            let (method, authority) = (&record.method, &endpoint.authority);
+                            trace.attempt_span(
+                                span_id,
+                                method,
+                                &upstream.name,
+                                authority,
+                                attempt,
+                                elapsed,
+                                end,
+                            );
+                        }
                         return Err(Failure::Final(error));
                     }
                     let kind = if connect { "connect" } else { "protocol" };
@@ -317,6 +336,25 @@ impl Pipeline {
                 permit.record(outcome, elapsed);
             }
             upstream.record(&endpoint, outcome == Outcome::Success);
+            if let (Some(trace), Some(span_id)) = (&record.trace, attempt_span) {
+                let end = match &result {
+                    Ok(response) | Err(Failure::Response(response, _)) => {
+                        AttemptEnd::Status(response.status())
+                    }
+                    Err(Failure::Error(error, _) | Failure::Final(error)) => {
+                        AttemptEnd::Error(error.kind())
+                    }
+                };
+                trace.attempt_span(
+                    span_id,
+                    &record.method,
+                    &upstream.name,
+                    &endpoint.authority,
+                    attempt,
+                    elapsed,
+                    end,
+                );
+            }
             let failure = match result {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
