@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub cache: Option<crate::cache::settings::CacheSection>,
     /// Response compression for every route (routes opt out with `compress = false`).
     pub compression: Option<crate::compression::CompressionSettings>,
+    /// Error reporting to Sentry; off without a DSN.
+    pub error_reporting: Option<crate::observe::error_report::config::ErrorReportingSection>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.

@@ -41,6 +41,8 @@ pub struct Config {
     pub alerts: crate::observe::alerts::config::AlertsConfig,
     /// The response cache's stores; `None` when no route caches.
     pub cache: Option<crate::cache::settings::CacheConfig>,
+    /// Error reporting; `None` when off (no section or an empty DSN).
+    pub error_reporting: Option<crate::observe::error_report::config::ErrorReportingConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -199,6 +199,11 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         &root,
         &mut problems,
     );
+    let error_reporting = crate::observe::error_report::config::resolve(
+        file.error_reporting.as_ref(),
+        &root,
+        &mut problems,
+    );
 
     if !problems.is_empty() {
         return Err(problems);
@@ -258,6 +263,7 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         rate_limit,
         alerts,
         cache,
+        error_reporting,
     })
 }
 

@@ -75,6 +75,7 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
         .with(filter)
         .with(LogLayer::new(writer, style))
         .with(files)
+        .with(super::error_report::LogEvents.with_filter(LevelFilter::ERROR))
         .init();
     Ok(LogHandle {
         writers,
