@@ -109,6 +109,12 @@ impl Sentry {
             .collect()
     }
 
+    /// What arrived within a second (delivery takes milliseconds), for cases that expect none.
+    async fn settle(&self) -> Vec<Value> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.events()
+    }
+
     /// Waits until `count` events arrived, then a little longer to see that no more do.
     async fn wait_events(&self, count: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -125,7 +131,7 @@ impl Sentry {
 fn parse_envelope(raw: &[u8]) -> Vec<Value> {
     let mut events = Vec::new();
     let mut rest = raw;
-    let mut next_line = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+    let next_line = |rest: &mut &[u8]| -> Option<Vec<u8>> {
         if rest.is_empty() {
             return None;
         }
@@ -174,6 +180,16 @@ const SECRETS: &[&str] = &[
     "BODYPASSWORDSECRET7",
     "NESTEDCARDSECRET55",
 ];
+
+/// Kills the rampart process when a failed assertion ends the test early.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn routes(app: SocketAddr, dead: SocketAddr) -> String {
     format!(
@@ -240,7 +256,7 @@ redact_body_fields = ["card_secret"]
     )
     .unwrap();
     let stdout = dir.path().join("stdout.log");
-    let mut child = spawn_serve(&config_path, &stdout, &[]);
+    let mut child = Killed(spawn_serve(&config_path, &stdout, &[]));
     wait_ready(
         &format!("http://127.0.0.1:{admin_port}/health/live"),
         Duration::from_secs(20),
@@ -290,7 +306,8 @@ redact_body_fields = ["card_secret"]
             .clone()
     };
     let dead_event = by_id(&dead_id);
-    assert_eq!(dead_event["level"], "error");
+    // `error` is the protocol's default level, which the client leaves out.
+    assert_eq!(dead_event["level"].as_str().unwrap_or("error"), "error");
     assert_eq!(dead_event["release"], "shop@1.2.3");
     assert_eq!(dead_event["environment"], "staging");
     assert_eq!(dead_event["server_name"], "edge-1");
@@ -322,8 +339,26 @@ redact_body_fields = ["card_secret"]
     assert_eq!(data["payment"]["cards"][0]["card_secret"], "[Filtered]");
     assert_eq!(data["payment"]["cards"][0]["last4"], "4242");
 
-    send_signal(&child, "TERM");
-    wait_exit(&mut child, Duration::from_secs(15));
+    // An internal error: a reload refused (an unknown key) is an ERROR log line, so an event.
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, format!("{text}\n[bogus_section]\n")).unwrap();
+    send_signal(&child.0, "HUP");
+    let events = sentry.wait_events(3).await;
+    let internal: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["logger"] == "rampart::server::reload")
+        .collect();
+    assert!(!internal.is_empty(), "no event for the refused reload: {events:#?}");
+    assert!(
+        internal
+            .iter()
+            .all(|e| e["message"].as_str().unwrap().starts_with("config reload refused")),
+        "{internal:#?}"
+    );
+    assert_eq!(internal[0]["release"], "shop@1.2.3");
+
+    send_signal(&child.0, "TERM");
+    wait_exit(&mut child.0, Duration::from_secs(15));
     let raw = sentry.raw();
     let log = std::fs::read(&stdout).unwrap();
     assert!(contains(&log, &dead_id), "the log has the requests");
@@ -366,7 +401,7 @@ async fn sample_rate_zero_sends_nothing_and_a_reload_applies_the_new_rate() {
         let response = client.get(url(&running, "/x")).send().await.unwrap();
         assert_eq!(response.status(), 502);
     }
-    assert!(sentry.wait_events(1).await.is_empty());
+    assert!(sentry.settle().await.is_empty());
     let metrics = metrics_text(&client, &running).await;
     assert!(
         metrics.contains("rampart_error_reports_total{result=\"sampled_out\"}"),
@@ -438,7 +473,7 @@ async fn off_by_default_and_with_an_empty_dsn() {
         assert_eq!(response.status(), 502);
         running.shutdown().await;
     }
-    assert!(sentry.wait_events(1).await.is_empty());
+    assert!(sentry.settle().await.is_empty());
     assert!(sentry.raw().is_empty());
 }
 
@@ -447,7 +482,7 @@ fn config_errors_name_their_key_and_never_the_dsn_key() {
     let problems = config_problems(
         r#"
 [error_reporting]
-dsn = "https://public:TOPSECRETKEY@sentry.example.com/not-a-project"
+dsn = "ftp://public:TOPSECRETKEY@sentry.example.com/1"
 sample_rate = 1.5
 statuses = ["5xx", 200]
 queue_size = 0
@@ -487,4 +522,29 @@ fn defaults() {
     for header in ["authorization", "cookie", "stripe-signature", "x-api-key"] {
         assert!(settings.redact_headers.iter().any(|h| h == header));
     }
+}
+
+#[tokio::test]
+async fn a_panic_becomes_an_event() {
+    let sentry = Sentry::start(Mode::Accept).await;
+    let settings = config(
+        &format!("[error_reporting]\ndsn = \"{}\"\n", sentry.dsn()),
+        closed_port(),
+    )
+    .error_reporting
+    .unwrap();
+    let reporter = rampart::observe::error_report::ErrorReporter::new(&settings, vec![], vec![]);
+    rampart::observe::error_report::install(Some(reporter));
+    let result = std::thread::spawn(|| panic!("checkout invariant broken")).join();
+    assert!(result.is_err());
+    rampart::observe::error_report::install(None);
+    let events = sentry.wait_events(1).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["logger"], "rampart::panic");
+    assert!(
+        event.to_string().contains("checkout invariant broken"),
+        "{event:#}"
+    );
+    assert_eq!(event["environment"], "production");
 }
