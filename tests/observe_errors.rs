@@ -280,21 +280,23 @@ redact_body_fields = ["card_secret"]
         (response.status().as_u16(), id)
     };
 
-    let (status, dead_id) = send(client.get(format!("{base}/dead/orders?api_key={}", SECRETS[3]))).await;
+    let (status, dead_id) =
+        send(client.get(format!("{base}/dead/orders?api_key={}", SECRETS[3]))).await;
     assert_eq!(status, 502);
     let body = serde_json::json!({
         "user": "ann", "password": SECRETS[4],
         "payment": {"cards": [{"card_secret": SECRETS[5], "last4": "4242"}]}
     });
-    let (status, login_id) = send(
-        client
-            .post(format!("{base}/login?status=500"))
-            .json(&body),
-    )
-    .await;
+    let (status, login_id) =
+        send(client.post(format!("{base}/login?status=500")).json(&body)).await;
     assert_eq!(status, 500);
     assert_eq!(send(client.get(format!("{base}/fine"))).await.0, 200);
-    assert_eq!(send(client.get(format!("{base}/missing?status=404"))).await.0, 404);
+    assert_eq!(
+        send(client.get(format!("{base}/missing?status=404")))
+            .await
+            .0,
+        404
+    );
 
     let events = sentry.wait_events(2).await;
     assert_eq!(events.len(), 2, "exactly one event per 5xx: {events:#?}");
@@ -316,7 +318,9 @@ redact_body_fields = ["card_secret"]
     assert_eq!(dead_event["tags"]["error_type"], "upstream_unavailable");
     assert_eq!(dead_event["tags"]["upstream"], "gone");
     assert_eq!(
-        dead_event["message"]["formatted"].as_str().or(dead_event["message"].as_str()),
+        dead_event["message"]["formatted"]
+            .as_str()
+            .or(dead_event["message"].as_str()),
         Some("502 upstream_unavailable on route dead")
     );
     let request = &dead_event["request"];
@@ -333,7 +337,8 @@ redact_body_fields = ["card_secret"]
     assert_eq!(login_event["tags"]["status"], "500");
     assert_eq!(login_event["tags"]["upstream"], "app");
     let data = login_event["request"]["data"].as_str().unwrap();
-    let data: Value = serde_json::from_str(data).unwrap_or_else(|_| login_event["request"]["data"].clone());
+    let data: Value =
+        serde_json::from_str(data).unwrap_or_else(|_| login_event["request"]["data"].clone());
     assert_eq!(data["user"], "ann");
     assert_eq!(data["password"], "[Filtered]");
     assert_eq!(data["payment"]["cards"][0]["card_secret"], "[Filtered]");
@@ -348,11 +353,15 @@ redact_body_fields = ["card_secret"]
         .iter()
         .filter(|e| e["logger"] == "rampart::server::reload")
         .collect();
-    assert!(!internal.is_empty(), "no event for the refused reload: {events:#?}");
     assert!(
-        internal
-            .iter()
-            .all(|e| e["message"].as_str().unwrap().starts_with("config reload refused")),
+        !internal.is_empty(),
+        "no event for the refused reload: {events:#?}"
+    );
+    assert!(
+        internal.iter().all(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("config reload refused")),
         "{internal:#?}"
     );
     assert_eq!(internal[0]["release"], "shop@1.2.3");
@@ -439,7 +448,11 @@ async fn a_hanging_or_failing_sentry_never_slows_or_fails_a_request() {
             let one = Instant::now();
             let response = client.get(url(&running, "/x")).send().await.unwrap();
             assert_eq!(response.status(), 502);
-            assert!(one.elapsed() < Duration::from_secs(1), "{:?}", one.elapsed());
+            assert!(
+                one.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                one.elapsed()
+            );
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -497,7 +510,10 @@ redact_headers = ["bad header"]
         "error_reporting.queue_size: expected 1 to 10000 events, got 0",
         "error_reporting.redact_headers[0]: expected a header name",
     ] {
-        assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in:\n{problems}"
+        );
     }
     assert!(!problems.contains("TOPSECRETKEY"), "{problems}");
 
@@ -515,7 +531,10 @@ fn defaults() {
     );
     let settings = config.error_reporting.unwrap();
     assert_eq!(settings.environment, "production");
-    assert_eq!(settings.release, format!("rampart@{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        settings.release,
+        format!("rampart@{}", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(settings.sample_rate, 1.0);
     assert!(settings.statuses.contains(502) && settings.statuses.contains(500));
     assert!(!settings.statuses.contains(404));

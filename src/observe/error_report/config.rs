@@ -140,7 +140,9 @@ pub fn resolve(
     if !(0.0..=1.0).contains(&sample_rate) {
         problems.push((
             path.key("sample_rate"),
-            format!("expected a fraction from 0 to 1 (0.25 sends one event in four), got {sample_rate}"),
+            format!(
+                "expected a fraction from 0 to 1 (0.25 sends one event in four), got {sample_rate}"
+            ),
         ));
     }
     let mut redact_headers: Vec<HeaderName> = ALWAYS_REDACTED_HEADERS
@@ -158,8 +160,10 @@ pub fn resolve(
     }
     redact_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     redact_headers.dedup();
-    let mut redact_body_fields: Vec<String> =
-        DEFAULT_BODY_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+    let mut redact_body_fields: Vec<String> = DEFAULT_BODY_FIELDS
+        .iter()
+        .map(|f| (*f).to_owned())
+        .collect();
     for (i, field) in section.redact_body_fields.iter().enumerate() {
         if field.trim().is_empty() {
             problems.push((

@@ -201,14 +201,17 @@ impl ErrorReporter {
             .unwrap_or_else(|| "localhost".into());
         let scheme = uri.scheme_str().unwrap_or("http");
         let url = format!("{scheme}://{host}{}", uri.path()).parse().ok();
-        let body = report.body.filter(|b| b.len() <= MAX_BODY_BYTES).and_then(|b| {
-            let json = report
-                .headers
-                .and_then(|h| h.get(header::CONTENT_TYPE))
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
-            json.then(|| self.scrubber.json_body(b)).flatten()
-        });
+        let body = report
+            .body
+            .filter(|b| b.len() <= MAX_BODY_BYTES)
+            .and_then(|b| {
+                let json = report
+                    .headers
+                    .and_then(|h| h.get(header::CONTENT_TYPE))
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+                json.then(|| self.scrubber.json_body(b)).flatten()
+            });
         Request {
             url,
             method: Some(record.method.as_str().to_owned()),
@@ -266,8 +269,8 @@ pub fn install(reporter: Option<Arc<ErrorReporter>>) {
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 if let Some(reporter) = CURRENT.load_full() {
-                    let mut event =
-                        sentry::integrations::panic::PanicIntegration::new().event_from_panic_info(info);
+                    let mut event = sentry::integrations::panic::PanicIntegration::new()
+                        .event_from_panic_info(info);
                     event.logger = Some("rampart::panic".into());
                     reporter.report_internal(event);
                 }

@@ -15,8 +15,17 @@ pub const FILTERED: &str = "[Filtered]";
 
 /// Parts of header names that mark a credential even when no list names the header.
 const SENSITIVE_NAME_PARTS: &[&str] = &[
-    "auth", "token", "secret", "password", "api-key", "apikey", "api_key", "session", "cookie",
-    "signature", "credential",
+    "auth",
+    "token",
+    "secret",
+    "password",
+    "api-key",
+    "apikey",
+    "api_key",
+    "session",
+    "cookie",
+    "signature",
+    "credential",
 ];
 
 /// Everything redaction needs, built once per pipeline.
@@ -33,12 +42,14 @@ pub struct Scrubber {
 impl Scrubber {
     pub fn is_sensitive_header(&self, name: &str) -> bool {
         let lower = name.to_ascii_lowercase();
-        self.headers.iter().any(|h| *h == lower)
+        self.headers.contains(&lower)
             || SENSITIVE_NAME_PARTS.iter().any(|part| lower.contains(part))
     }
 
     fn is_sensitive_field(&self, name: &str) -> bool {
-        self.body_fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+        self.body_fields
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(name))
             || self.query_keys.iter().any(|f| f.eq_ignore_ascii_case(name))
     }
 
@@ -152,7 +163,8 @@ mod tests {
 
     #[test]
     fn body_fields_are_redacted_at_any_depth_whatever_their_case() {
-        let body = br#"{"user":"ann","Password":"hunter2","card":{"CARD_NUMBER":"4242","exp":"12/30"},
+        let body =
+            br#"{"user":"ann","Password":"hunter2","card":{"CARD_NUMBER":"4242","exp":"12/30"},
             "items":[{"password":"p1"},{"nested":[{"password":"p2","keep":1}]}],"api_key":"k"}"#;
         let out = scrubber().json_body(body).unwrap();
         for secret in ["hunter2", "4242", "p1", "p2", "\"k\""] {

@@ -13,7 +13,7 @@ use sentry::{Envelope, Transport};
 use crate::observe::metrics as m;
 
 enum Task {
-    Send(Envelope),
+    Send(Box<Envelope>),
     Flush(SyncSender<()>),
 }
 
@@ -49,7 +49,7 @@ impl Transport for QueueTransport {
         if envelope.event().is_none() {
             return;
         }
-        match self.sender.try_send(Task::Send(envelope)) {
+        match self.sender.try_send(Task::Send(Box::new(envelope))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => count("dropped"),
         }
