@@ -60,6 +60,8 @@ pub struct FileConfig {
     pub compression: Option<crate::compression::CompressionSettings>,
     /// Distributed tracing (W3C trace context, OTLP/HTTP export); off when absent.
     pub tracing: Option<crate::observe::trace::config::TracingSection>,
+    /// Error reporting to Sentry; off without a DSN.
+    pub error_reporting: Option<crate::observe::error_report::config::ErrorReportingSection>,
 }
 
 /// `[server]`: the public listeners and the limits applied to every connection.

@@ -43,6 +43,8 @@ pub struct Config {
     pub cache: Option<crate::cache::settings::CacheConfig>,
     /// Distributed tracing; `None` when off.
     pub tracing: Option<crate::observe::trace::config::TracingConfig>,
+    /// Error reporting; `None` when off (no section or an empty DSN).
+    pub error_reporting: Option<crate::observe::error_report::config::ErrorReportingConfig>,
 }
 
 #[derive(Debug, Clone)]

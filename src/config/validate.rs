@@ -201,6 +201,11 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
     );
     let tracing =
         crate::observe::trace::config::resolve(file.tracing.as_ref(), &root, &mut problems);
+    let error_reporting = crate::observe::error_report::config::resolve(
+        file.error_reporting.as_ref(),
+        &root,
+        &mut problems,
+    );
 
     if !problems.is_empty() {
         return Err(problems);
@@ -261,6 +266,7 @@ pub fn validate(file: &FileConfig, base_dir: &Path) -> Result<Config, Problems> 
         alerts,
         cache,
         tracing,
+        error_reporting,
     })
 }
 

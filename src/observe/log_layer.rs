@@ -43,6 +43,11 @@ thread_local! {
     static REQUEST_ID: RefCell<Option<HeaderValue>> = const { RefCell::new(None) };
 }
 
+/// The id of the request being handled on this thread, if any.
+pub fn current_request_id() -> Option<HeaderValue> {
+    REQUEST_ID.with(|id| id.borrow().clone())
+}
+
 impl<S: Subscriber> Layer<S> for LogLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();

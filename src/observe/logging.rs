@@ -2,7 +2,8 @@
 //! line) or human-readable, and, with `[log.file]`, to `combined.log` (every line) and
 //! `error.log` (errors only) as JSON, rotated by size ([`super::logfiles`]). The filter comes from
 //! `RAMPART_LOG` when set, else from `[log] level` and `[log] levels`. Lines written while a
-//! request is handled carry its request id ([`super::log_layer::RequestScope`]).
+//! request is handled carry its request id ([`super::log_layer::RequestScope`]). ERROR events also
+//! go to error reporting when it is on ([`super::error_report::LogEvents`]).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -75,6 +76,7 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
         .with(filter)
         .with(LogLayer::new(writer, style))
         .with(files)
+        .with(super::error_report::LogEvents.with_filter(LevelFilter::ERROR))
         .init();
     Ok(LogHandle {
         writers,

@@ -45,6 +45,7 @@ pub const UPSTREAM_RETRIES_TOTAL: &str = "rampart_upstream_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "rampart_retry_budget_exhausted_total";
 pub const LOAD_SHED_TOTAL: &str = "rampart_load_shed_total";
 pub const FALLBACKS_TOTAL: &str = "rampart_fallbacks_total";
+pub const ERROR_REPORTS_TOTAL: &str = "rampart_error_reports_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -135,6 +136,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS_TOTAL,
         "Upstream calls that failed, by upstream and kind (connect, timeout, protocol)."
+    );
+    describe_counter!(
+        ERROR_REPORTS_TOTAL,
+        "Error events for Sentry, by result (sent, failed, dropped, rate_limited, sampled_out)."
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,

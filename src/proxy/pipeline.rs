@@ -23,7 +23,8 @@
 //! 12. response: the cache stores what it may while it streams (or serves stale within
 //!     `stale-if-error`); security headers on every response (errors too), CORS headers,
 //!     compression — [`crate::compression`]
-//! 13. access log and metrics — when the response body ends ([`crate::observe::access`])
+//! 13. error reporting for 5xx (when on) — [`crate::observe::error_report`]; access log and
+//!     metrics — when the response body ends ([`crate::observe::access`])
 //!
 //! The body streams unless a check must read it (validation, body inspection); then it is read
 //! once, within the route's size limit and the minimum upload rate, and forwarded from memory.
@@ -56,6 +57,7 @@ use super::router::{Route, Router, request_host};
 use super::upstream::{SendError, Upstream, UpstreamRegistry};
 use crate::config::Config;
 use crate::observe::access::{AccessLog, Exchange, RequestBytes, RequestRecord};
+use crate::observe::error_report::{ErrorReporter, ResponseReport, credential_headers};
 use crate::observe::log_layer::RequestScope;
 use crate::observe::metrics::{self as m, RouteMetrics};
 use crate::ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY};
@@ -90,6 +92,8 @@ pub struct Pipeline {
     cache: Option<Arc<crate::cache::CacheStore>>,
     /// `None` without `[tracing]`: then no trace work happens per request.
     tracer: Option<Arc<crate::observe::trace::Tracer>>,
+    /// `None` when error reporting is off.
+    errors: Option<Arc<ErrorReporter>>,
 }
 
 /// State that outlives a reload: the pipeline is rebuilt around it.
@@ -117,6 +121,8 @@ pub(super) struct Outgoing {
     pub(super) compression: Option<crate::compression::Negotiated>,
     /// The route's concurrency place, held until the response body ends.
     pub(super) place: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The buffered request body, kept for error reporting (only when it is on).
+    pub(super) error_body: Option<bytes::Bytes>,
 }
 
 impl Pipeline {
@@ -140,6 +146,25 @@ impl Pipeline {
         }
         retained.upstreams.mark_started();
         let upstream_names: Vec<Arc<str>> = upstreams.iter().map(|u| u.name.clone()).collect();
+        // API keys sent as a query parameter are secrets whatever the parameter's name.
+        let redact_query_keys: Vec<String> = config
+            .log
+            .redact_query_keys
+            .iter()
+            .cloned()
+            .chain(
+                authenticators
+                    .iter()
+                    .filter_map(|a| a.query_param().map(str::to_ascii_lowercase)),
+            )
+            .collect();
+        let errors = config.error_reporting.as_ref().map(|settings| {
+            ErrorReporter::new(
+                settings,
+                redact_query_keys.clone(),
+                credential_headers(&config.auth),
+            )
+        });
         Ok(Self {
             router: Router::new(&config.routes, &upstream_names, &retained.upstreams),
             upstreams,
@@ -147,18 +172,7 @@ impl Pipeline {
                 enabled: config.log.access_log,
                 sample: config.log.access_log_sample,
                 window: retained.window.clone(),
-                // API keys sent as a query parameter are secrets whatever the parameter's name.
-                redact_query_keys: config
-                    .log
-                    .redact_query_keys
-                    .iter()
-                    .cloned()
-                    .chain(
-                        authenticators
-                            .iter()
-                            .filter_map(|a| a.query_param().map(str::to_ascii_lowercase)),
-                    )
-                    .collect(),
+                redact_query_keys,
             }),
             trusted_proxies: config.server.trusted_proxies.clone(),
             no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
@@ -174,6 +188,7 @@ impl Pipeline {
                 .tracing
                 .as_ref()
                 .map(crate::observe::trace::Tracer::new),
+            errors,
             config: Arc::new(config),
         })
     }
@@ -188,6 +203,11 @@ impl Pipeline {
 
     pub fn limiter(&self) -> Option<&RateLimiter> {
         self.limiter.as_ref()
+    }
+
+    /// The error reporter; `None` when error reporting is off.
+    pub fn error_reporter(&self) -> Option<&Arc<ErrorReporter>> {
+        self.errors.as_ref()
     }
 
     /// Handles one request to its response head; the body streams afterwards.
@@ -224,6 +244,8 @@ impl Pipeline {
             trace: self.tracer.as_ref().map(|t| t.start(request.headers())),
         };
         let mut outgoing = Outgoing::default();
+        // Error reporting shows the client's headers; copied only when it is on.
+        let error_headers = self.errors.as_ref().map(|_| request.headers().clone());
         let outcome = RequestScope::new(
             request_id.clone(),
             self.stages(&mut record, &mut outgoing, request, conn),
@@ -264,6 +286,17 @@ impl Pipeline {
             }
         }
         headers.insert(&X_REQUEST_ID, request_id);
+        // 13a. Error reporting (off: one `None` check).
+        if let Some(errors) = &self.errors
+            && errors.wants(response.status())
+        {
+            errors.report_response(ResponseReport {
+                status: response.status(),
+                record: &record,
+                headers: error_headers.as_ref(),
+                body: outgoing.error_body.as_ref(),
+            });
+        }
         let exchange = Exchange {
             status: response.status(),
             record,
@@ -336,7 +369,11 @@ impl Pipeline {
                 .as_ref()
                 .is_some_and(|f| f.wants_body(&parts.headers, declared));
         let body = if wants_body {
-            RequestBody::Buffered(read_body(RequestBody::Streaming(body), limits).await?)
+            let bytes = read_body(RequestBody::Streaming(body), limits).await?;
+            if self.errors.is_some() {
+                outgoing.error_body = Some(bytes.clone());
+            }
+            RequestBody::Buffered(bytes)
         } else {
             RequestBody::Streaming(body)
         };

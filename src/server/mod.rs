@@ -132,6 +132,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     // Built first: a provider whose JWKS cannot be fetched stops the start before any bind.
     let pipeline = Pipeline::build(config, &retained).await?;
+    crate::observe::error_report::install(pipeline.error_reporter().cloned());
     let config = pipeline.config.clone();
     let workers = config.server.workers;
     let mut bound = Vec::new();
@@ -322,6 +323,7 @@ impl Running {
         }
         let pipeline = Pipeline::build(config, &retained).await?;
         self.shared.retained.store(Arc::new(retained));
+        crate::observe::error_report::install(pipeline.error_reporter().cloned());
         self.shared.pipeline.store(Arc::new(pipeline));
         self.shared.health.clear();
         metrics::counter!(m::CONFIG_RELOADS_TOTAL, "result" => "success").increment(1);
@@ -352,6 +354,10 @@ impl Running {
             );
         } else {
             tracing::info!("drained: every in-flight request finished");
+        }
+        // Error events still queued get a short chance to leave.
+        if let Some(errors) = self.shared.pipeline.load().error_reporter().cloned() {
+            let _ = tokio::task::spawn_blocking(move || errors.flush(Duration::from_secs(2))).await;
         }
         DrainReport { cut_connections }
     }
