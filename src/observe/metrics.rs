@@ -90,10 +90,12 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn spawn_upkeep(handle: PrometheusHandle) {
-    // Histograms buffer samples until drained; drain on a timer so memory stays flat.
+    // Histograms buffer every sample until drained (about 10 bytes each, per histogram): drain
+    // every second, so that under 70k requests/s the buffers stay near 3 MB instead of growing
+    // for five seconds.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 handle.run_upkeep();

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use metrics::Counter;
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -205,46 +207,142 @@ impl Task {
 }
 
 /// An OTLP/HTTP JSON `ExportTraceServiceRequest`: ids in hex, 64-bit integers as strings.
+/// Serialized straight from the spans (no intermediate JSON tree).
 pub fn encode(resource: &Value, spans: &[SpanData]) -> Vec<u8> {
-    let spans: Vec<Value> = spans.iter().map(span_json).collect();
-    let request = json!({
-        "resourceSpans": [{
-            "resource": resource,
-            "scopeSpans": [{
-                "scope": { "name": "rampart", "version": env!("CARGO_PKG_VERSION") },
-                "spans": spans,
+    let request = ExportRequest {
+        resource_spans: [ResourceSpans {
+            resource,
+            scope_spans: [ScopeSpans {
+                scope: Scope {
+                    name: "rampart",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                spans: Spans(spans),
             }],
         }],
-    });
+    };
     serde_json::to_vec(&request).unwrap_or_default()
 }
 
-fn span_json(span: &SpanData) -> Value {
-    let hex = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let mut value = json!({
-        "traceId": hex(&trace_id_hex(span.trace_id)),
-        "spanId": hex(&span_id_hex(span.span_id)),
-        "name": span.name,
-        "kind": span.kind as u8,
-        "startTimeUnixNano": span.start_unix_nanos.to_string(),
-        "endTimeUnixNano": span.end_unix_nanos.to_string(),
-        "attributes": span.attributes.iter().map(|(k, v)| attribute(k, v)).collect::<Vec<_>>(),
-    });
-    if let Some(parent) = span.parent_span_id {
-        value["parentSpanId"] = hex(&span_id_hex(parent)).into();
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportRequest<'a> {
+    resource_spans: [ResourceSpans<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceSpans<'a> {
+    resource: &'a Value,
+    scope_spans: [ScopeSpans<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ScopeSpans<'a> {
+    scope: Scope,
+    spans: Spans<'a>,
+}
+
+#[derive(Serialize)]
+struct Scope {
+    name: &'static str,
+    version: &'static str,
+}
+
+struct Spans<'a>(&'a [SpanData]);
+
+impl Serialize for Spans<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(SpanJson))
     }
-    if let Some(message) = &span.error {
-        value["status"] = json!({ "code": 2, "message": message });
+}
+
+struct SpanJson<'a>(&'a SpanData);
+
+impl Serialize for SpanJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let span = self.0;
+        let trace_id = trace_id_hex(span.trace_id);
+        let span_id = span_id_hex(span.span_id);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("traceId", ascii(&trace_id))?;
+        map.serialize_entry("spanId", ascii(&span_id))?;
+        if let Some(parent) = span.parent_span_id {
+            map.serialize_entry("parentSpanId", ascii(&span_id_hex(parent)))?;
+        }
+        map.serialize_entry("name", &span.name)?;
+        map.serialize_entry("kind", &(span.kind as u8))?;
+        map.serialize_entry(
+            "startTimeUnixNano",
+            itoa::Buffer::new().format(span.start_unix_nanos),
+        )?;
+        map.serialize_entry(
+            "endTimeUnixNano",
+            itoa::Buffer::new().format(span.end_unix_nanos),
+        )?;
+        map.serialize_entry("attributes", &Attributes(&span.attributes))?;
+        if let Some(message) = &span.error {
+            map.serialize_entry(
+                "status",
+                &Status {
+                    code: 2,
+                    message: message.as_ref(),
+                },
+            )?;
+        }
+        map.end()
     }
-    value
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    code: u8,
+    message: &'a str,
+}
+
+struct Attributes<'a>(&'a [(&'static str, AttrValue)]);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(key, value)| Attribute { key, value }))
+    }
+}
+
+/// `{"key": …, "value": {"stringValue": …}}` or `{"intValue": "…"}`.
+struct Attribute<'a> {
+    key: &'a str,
+    value: &'a AttrValue,
+}
+
+impl Serialize for Attribute<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Typed<'a>(&'a AttrValue);
+        impl Serialize for Typed<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(1))?;
+                match self.0 {
+                    AttrValue::Str(text) => map.serialize_entry("stringValue", text)?,
+                    AttrValue::Int(number) => {
+                        map.serialize_entry("intValue", itoa::Buffer::new().format(*number))?
+                    }
+                }
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("key", self.key)?;
+        map.serialize_entry("value", &Typed(self.value))?;
+        map.end()
+    }
+}
+
+/// Hex digits as a string (they are ASCII).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 fn attribute(key: &str, value: &AttrValue) -> Value {
-    let value = match value {
-        AttrValue::Str(text) => json!({ "stringValue": text }),
-        AttrValue::Int(number) => json!({ "intValue": number.to_string() }),
-    };
-    json!({ "key": key, "value": value })
+    serde_json::to_value(Attribute { key, value }).unwrap_or_default()
 }
 
 #[cfg(test)]
