@@ -97,14 +97,7 @@ async fn metrics_expose_the_required_series_and_pass_promtool() {
     .await;
     let client = client();
     for _ in 0..3 {
-        client
-            .get(url(&running, "/api/items"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        body_of(client.get(url(&running, "/api/items"))).await;
     }
     client
         .post(url(&running, "/api/items"))
@@ -152,40 +145,26 @@ async fn body_sizes_are_histograms_by_route() {
     // A declared length: 1000 bytes of JSON.
     let declared = format!("{{\"name\":\"{}\"}}", "d".repeat(1000 - 11));
     assert_eq!(declared.len(), 1000);
-    client
-        .post(url(&running, "/api/items"))
-        .header("content-type", "application/json")
-        .body(declared)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    body_of(
+        client
+            .post(url(&running, "/api/items"))
+            .header("content-type", "application/json")
+            .body(declared),
+    )
+    .await;
     // A chunked body of 5000 bytes in five frames: counted as it streams through.
     let chunked = format!("{{\"name\":\"{}\"}}", "c".repeat(5000 - 11)).into_bytes();
     let frames: Vec<Result<Vec<u8>, std::io::Error>> =
         chunked.chunks(1000).map(|c| Ok(c.to_vec())).collect();
-    client
-        .post(url(&running, "/api/items"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            frames,
-        )))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let listed = client
-        .get(url(&running, "/api/items"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(frames));
+    body_of(
+        client
+            .post(url(&running, "/api/items"))
+            .header("content-type", "application/json")
+            .body(stream),
+    )
+    .await;
+    let listed = body_of(client.get(url(&running, "/api/items"))).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let text = metrics_text(&client, &running).await;

@@ -79,6 +79,11 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
         .unwrap_or_else(|error| panic!("GET {url}: not JSON: {error}"))
 }
 
+/// Sends `request` and reads its whole body (any status).
+pub async fn body_of(request: reqwest::RequestBuilder) -> bytes::Bytes {
+    request.send().await.unwrap().bytes().await.unwrap()
+}
+
 /// The admin listener's `/metrics` text.
 pub async fn metrics_text(client: &reqwest::Client, running: &Running) -> String {
     client

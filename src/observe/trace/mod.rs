@@ -284,16 +284,12 @@ fn wall_clock(elapsed: Duration) -> (u64, u64) {
     (now.saturating_sub(elapsed.as_nanos() as u64), now)
 }
 
+/// The method's name, static for the standard ones (the metrics' labels); an extension method
+/// keeps its own name here, where metrics say `OTHER`.
 fn method_name(method: &http::Method) -> Cow<'static, str> {
-    match *method {
-        http::Method::GET => "GET".into(),
-        http::Method::POST => "POST".into(),
-        http::Method::PUT => "PUT".into(),
-        http::Method::DELETE => "DELETE".into(),
-        http::Method::PATCH => "PATCH".into(),
-        http::Method::HEAD => "HEAD".into(),
-        http::Method::OPTIONS => "OPTIONS".into(),
-        _ => method.as_str().to_owned().into(),
+    match crate::observe::metrics::method_label(method) {
+        "OTHER" => method.as_str().to_owned().into(),
+        label => label.into(),
     }
 }
 

@@ -259,7 +259,8 @@ impl Pipeline {
             upstream.duration.record(elapsed.as_secs_f64());
 
             // Sort the result: an answer, or a failure that may be retried (and of which kind);
-            // count it in the breakers and the target's health.
+            // count it in the breakers and the target's health (`None`: the client's fault, the
+            // upstream is not blamed).
             let (result, retry_kind, outcome) = match sent {
                 Ok(Ok(response)) => {
                     let status = response.status().as_u16();
@@ -276,10 +277,10 @@ impl Pipeline {
                         (
                             Err(Failure::Response(response, Trigger::AttemptsExhausted)),
                             Some("status"),
-                            outcome,
+                            Some(outcome),
                         )
                     } else {
-                        (Ok(response), None, outcome)
+                        (Ok(response), None, Some(outcome))
                     }
                 }
                 Err(_) => {
@@ -298,7 +299,7 @@ impl Pipeline {
                     (
                         Err(Failure::Error(error, Trigger::AttemptsExhausted)),
                         kind,
-                        Outcome::Failure,
+                        Some(Outcome::Failure),
                     )
                 }
                 Ok(Err(error)) => {
@@ -308,34 +309,24 @@ impl Pipeline {
                         error,
                         ProxyError::BodyTooLarge { .. } | ProxyError::BodyTooSlow
                     ) {
-                        // The client's fault: the upstream is not blamed.
-                        if let (Some(trace), Some(span_id)) = (&record.trace, attempt_span) {
-                            let end = AttemptEnd::Error(error.kind());
-                            let (method, authority) = (&record.method, &endpoint.authority);
-                            trace.attempt_span(
-                                span_id,
-                                method,
-                                &upstream.name,
-                                authority,
-                                attempt,
-                                elapsed,
-                                end,
-                            );
-                        }
-                        return Err(Failure::Final(error));
+                        // The client's fault: not retried, and the upstream is not blamed.
+                        (Err(Failure::Final(error)), None, None)
+                    } else {
+                        let kind = if connect { "connect" } else { "protocol" };
+                        (
+                            Err(Failure::Error(error, Trigger::AttemptsExhausted)),
+                            Some(kind),
+                            Some(Outcome::Failure),
+                        )
                     }
-                    let kind = if connect { "connect" } else { "protocol" };
-                    (
-                        Err(Failure::Error(error, Trigger::AttemptsExhausted)),
-                        Some(kind),
-                        Outcome::Failure,
-                    )
                 }
             };
-            for permit in [route_permit, upstream_permit].into_iter().flatten() {
-                permit.record(outcome, elapsed);
+            if let Some(outcome) = outcome {
+                for permit in [route_permit, upstream_permit].into_iter().flatten() {
+                    permit.record(outcome, elapsed);
+                }
+                upstream.record(&endpoint, outcome == Outcome::Success);
             }
-            upstream.record(&endpoint, outcome == Outcome::Success);
             if let (Some(trace), Some(span_id)) = (&record.trace, attempt_span) {
                 let end = match &result {
                     Ok(response) | Err(Failure::Response(response, _)) => {
