@@ -13,6 +13,8 @@
 #   BENCH_SCENARIO  scenarios, or "all"     (default: plain)
 #   BENCH_KEEP_TMP  1 = keep the temp dir (wrk outputs, logs) after the run
 #   BENCH_NO_BUILD  1 = skip `cargo build`, use the binaries already in the target dir
+#   BENCH_BASE_BIN  rampart binary for the "rampart-base" target (default: the one just built);
+#                   with the "ab" scenario, compares two builds of rampart in one run
 #
 # All load goes to 127.0.0.1 only.
 set -euo pipefail
@@ -36,6 +38,7 @@ export BENCH_ONLY BENCH_CONNS BENCH_DURATION BENCH_WARMUP BENCH_ROUNDS BENCH_THR
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 UPSTREAM_BIN="$TARGET_DIR/release/examples/bench-upstream"
 RAMPART_BIN="$TARGET_DIR/release/rampart"
+RAMPART_BASE_BIN="${BENCH_BASE_BIN:-$RAMPART_BIN}"
 
 # Fixed addresses. rampart's come from the scenario's config file and must match.
 UPSTREAM_ADDR=127.0.0.1:18080
@@ -68,7 +71,7 @@ die() { log "ERROR: $*"; exit 1; }
 #                        admin $RAMPART_BASE_ADMIN) that "rampart" is compared with
 # and is listed in SCENARIOS below. See bench/README.md, "Adding a scenario".
 # ---------------------------------------------------------------------------
-SCENARIOS=(plain security security-es256 ratelimit-memory ratelimit-redis resilience resilience-3 observability cache-hit compress traces)
+SCENARIOS=(plain ab security security-es256 ratelimit-memory ratelimit-redis resilience resilience-3 observability cache-hit compress traces)
 
 scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
@@ -79,6 +82,15 @@ scenario_plain() {
   SCEN_RAMPART_BASE_CONFIG=""
   SCEN_NGINX_CONF="$BENCH/nginx.conf"
   SCEN_HAPROXY_CFG="$BENCH/haproxy.cfg"
+}
+
+# Plain proxying by two builds of rampart with the same config: "rampart" is the one just built,
+# "rampart-base" is $BENCH_BASE_BIN (e.g. a copy of the previous build).
+scenario_ab() {
+  scenario_plain
+  SCEN_DESC="GET / proxied by this build of rampart vs BENCH_BASE_BIN (${BENCH_BASE_BIN:-the same build})"
+  SCEN_TARGETS="nginx,rampart,rampart-base"
+  SCEN_RAMPART_BASE_CONFIG="$BENCH/rampart-base.toml"
 }
 
 # The full edge-security stack (JWT verification, security headers, CORS, attack filtering in
@@ -411,8 +423,10 @@ start_haproxy() { # scenario
 start_rampart() { # scenario name addr admin config
   local name=$2 addr=$3 admin=$4 config=$5
   local dir="$TMP/$1/$name"
+  local bin=$RAMPART_BIN
+  [[ $name == rampart-base ]] && bin=$RAMPART_BASE_BIN
   mkdir -p "$dir"
-  if ((RAMPART_BUILT != 1)) || [[ ! -x "$RAMPART_BIN" ]]; then
+  if ((RAMPART_BUILT != 1)) || [[ ! -x "$bin" ]]; then
     RAMPART_SKIP_REASON="not built"
     return 1
   fi
@@ -421,7 +435,7 @@ start_rampart() { # scenario name addr admin config
     return 1
   fi
   # stdout is rampart's access log.
-  start_bg "$name" "$dir/access.log" "$dir/stderr" env BENCH_TMP="$TMP" "$RAMPART_BIN" serve --config "$config"
+  start_bg "$name" "$dir/access.log" "$dir/stderr" env BENCH_TMP="$TMP" "$bin" serve --config "$config"
   if ! wait_http "$name" "http://$admin/health/ready" "$RAMPART_READY_TIMEOUT"; then
     if kill -0 "${PID_OF[$name]}" 2>/dev/null; then
       RAMPART_SKIP_REASON="not ready after ${RAMPART_READY_TIMEOUT}s"
