@@ -3,12 +3,6 @@
 //! pool's lock is never contended). It also carries the target's health and load, which the
 //! balancer reads.
 //!
-//! A connection has no task of its own: the request that uses it drives it, first while waiting
-//! for the response head ([`Endpoint::send`]) and then while its body is read ([`PooledBody`]).
-//! The whole exchange runs in the downstream connection's task, with no wake-up of another task
-//! per request. An idle connection is not polled; checking it out polls it once, which notices
-//! an upstream that closed it meanwhile.
-//!
 //! An endpoint outlives reloads (the registry hands the same one to every pipeline that has
 //! its address), so its pooled connections and health survive a config change; a removed
 //! target's endpoint lives until its last in-flight request ends.
@@ -25,7 +19,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use std::future::Future;
 use tokio::net::TcpStream;
 
 use super::SendError;
@@ -54,50 +47,8 @@ pub struct PoolSettings {
     pub track_latency: bool,
 }
 
-/// The connection's I/O state machine, polled by whichever request holds it.
-type Driver = http1::Connection<TokioIo<TcpStream>, ResponseBody>;
-
-/// A keep-alive connection: where requests are handed in, and what writes and reads them.
-struct Connection {
-    sender: SendRequest<ResponseBody>,
-    driver: Driver,
-}
-
-impl Connection {
-    /// Whether it can take a request now. Polls the driver once, without waiting: that reads
-    /// an upstream's close and lets a finished exchange settle. A connection still busy (its
-    /// last request body not all written) is not waited for.
-    async fn is_ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            let ended = Pin::new(&mut self.driver).poll(cx).is_ready();
-            Poll::Ready(!ended && self.sender.is_ready())
-        })
-        .await
-    }
-
-    /// Sends `request` and drives the connection until the response head is in. `Err` carries
-    /// the request back when it was never written (the connection was already closing).
-    async fn exchange(
-        &mut self,
-        request: Request<ResponseBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<ResponseBody>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        let mut driver = Some(&mut self.driver);
-        std::future::poll_fn(|cx| {
-            // Once the driver has ended, the response future resolves with its error.
-            if let Some(running) = driver.as_mut()
-                && Pin::new(&mut **running).poll(cx).is_ready()
-            {
-                driver = None;
-            }
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
 struct IdleConnection {
-    connection: Connection,
+    sender: SendRequest<ResponseBody>,
     since: Instant,
 }
 
@@ -146,29 +97,23 @@ impl Endpoint {
         let guard = LoadGuard::new(self.clone());
         let started = pool.track_latency.then(Instant::now);
         let mut request = request;
-        while let Some(mut connection) = self.checkout(worker, pool) {
-            if !connection.is_ready().await {
-                continue;
-            }
-            match connection.exchange(request).await {
+        if let Some(mut sender) = self.checkout(worker, pool) {
+            match sender.try_send_request(request).await {
                 Ok(response) => {
                     self.observe(started);
-                    return Ok(self.wrap(response, worker, connection, pool, guard));
+                    return Ok(self.wrap(response, worker, sender, pool, guard));
                 }
                 Err(mut failed) => match failed.take_message() {
-                    // Never written: the pooled connection was already closing. Try another.
+                    // Never written: the pooled connection was already closing. Use a new one.
                     Some(unsent) => request = unsent,
                     None => return Err(SendError::Http(failed.into_error())),
                 },
             }
         }
-        let mut connection = self.connect(pool.connect_timeout).await?;
-        let response = connection
-            .exchange(request)
-            .await
-            .map_err(|failed| SendError::Http(failed.into_error()))?;
+        let mut sender = self.connect(pool.connect_timeout).await?;
+        let response = sender.send_request(request).await?;
         self.observe(started);
-        Ok(self.wrap(response, worker, connection, pool, guard))
+        Ok(self.wrap(response, worker, sender, pool, guard))
     }
 
     fn observe(&self, started: Option<Instant>) {
@@ -181,7 +126,7 @@ impl Endpoint {
         self: &Arc<Self>,
         response: Response<Incoming>,
         worker: usize,
-        connection: Connection,
+        sender: SendRequest<ResponseBody>,
         pool: PoolSettings,
         guard: LoadGuard,
     ) -> Response<PooledBody> {
@@ -191,7 +136,7 @@ impl Endpoint {
                 give_back: Some(GiveBack {
                     endpoint: self.clone(),
                     worker,
-                    connection,
+                    sender,
                     pool,
                 }),
                 _load: guard,
@@ -203,19 +148,19 @@ impl Endpoint {
         })
     }
 
-    /// An idle connection that has not expired, newest first; expired ones are dropped.
-    fn checkout(&self, worker: usize, pool: PoolSettings) -> Option<Connection> {
+    /// A ready idle connection, newest first; closed and expired ones are dropped on the way.
+    fn checkout(&self, worker: usize, pool: PoolSettings) -> Option<SendRequest<ResponseBody>> {
         let mut idle = self.pools[worker].lock().unwrap_or_else(|e| e.into_inner());
         while let Some(connection) = idle.pop() {
-            if connection.since.elapsed() < pool.idle_timeout {
-                return Some(connection.connection);
+            if connection.since.elapsed() < pool.idle_timeout && connection.sender.is_ready() {
+                return Some(connection.sender);
             }
         }
         None
     }
 
-    fn give_back(&self, worker: usize, connection: Connection, pool: PoolSettings) {
-        if connection.sender.is_closed() {
+    fn give_back(&self, worker: usize, sender: SendRequest<ResponseBody>, pool: PoolSettings) {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.pools[worker].lock().unwrap_or_else(|e| e.into_inner());
@@ -228,12 +173,12 @@ impl Endpoint {
             idle.remove(0);
         }
         idle.push(IdleConnection {
-            connection,
+            sender,
             since: Instant::now(),
         });
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Connection, SendError> {
+    async fn connect(&self, timeout: Duration) -> Result<SendRequest<ResponseBody>, SendError> {
         let failed = |source: BoxError| SendError::Connect {
             target: self.authority.clone(),
             source,
@@ -243,12 +188,18 @@ impl Endpoint {
             .map_err(|_| failed("connect timed out".into()))?
             .map_err(|error| failed(error.into()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, driver) = http1::Builder::new()
+        let (sender, connection) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| failed(error.into()))?;
-        Ok(Connection { sender, driver })
+        // The connection is driven on this worker's runtime, next to the requests that use it.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 
@@ -280,14 +231,13 @@ impl Drop for LoadGuard {
 struct GiveBack {
     endpoint: Arc<Endpoint>,
     worker: usize,
-    connection: Connection,
+    sender: SendRequest<ResponseBody>,
     pool: PoolSettings,
 }
 
 pin_project_lite::pin_project! {
-    /// An upstream response body. Reading it drives its connection; when it has been read to
-    /// its end, the connection goes back to the pool. A body dropped early takes its connection
-    /// with it (it cannot be reused).
+    /// An upstream response body; when it has been read to its end, its connection goes back
+    /// to the pool. A body dropped early takes its connection with it (it cannot be reused).
     pub struct PooledBody {
         #[pin]
         inner: Incoming,
@@ -299,8 +249,7 @@ pin_project_lite::pin_project! {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(back) = self.give_back.take() {
-            back.endpoint
-                .give_back(back.worker, back.connection, back.pool);
+            back.endpoint.give_back(back.worker, back.sender, back.pool);
         }
     }
 }
@@ -314,13 +263,6 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
-        // The driver reads the body off the socket into `inner`. When it has ended, what it
-        // read is still in `inner`; the connection itself cannot be reused.
-        if let Some(back) = this.give_back.as_mut()
-            && Pin::new(&mut back.connection.driver).poll(cx).is_ready()
-        {
-            *this.give_back = None;
-        }
         let polled = this.inner.as_mut().poll_frame(cx);
         let finished = match &polled {
             Poll::Ready(None) => true,
@@ -328,8 +270,7 @@ impl Body for PooledBody {
             _ => false,
         };
         if finished && let Some(back) = this.give_back.take() {
-            back.endpoint
-                .give_back(back.worker, back.connection, back.pool);
+            back.endpoint.give_back(back.worker, back.sender, back.pool);
         }
         polled
     }
