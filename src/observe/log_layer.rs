@@ -3,6 +3,10 @@
 //! being handled carry its `request_id` (set by [`RequestScope`]); the access line names it itself.
 //!
 //! JSON shape: `{"timestamp","level","message",<fields>,"request_id","target"}`.
+//!
+//! [`Line`] writes a line's parts in either style; the layer fills it from an event's fields, and
+//! [`DirectSinks`] from a caller's (the access line, which so skips tracing's dispatch and field
+//! visiting but comes out the same).
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -114,7 +118,8 @@ impl DirectSinks {
         let _ = DIRECT.set(self);
     }
 
-    /// The sinks, when rampart's own subscriber is installed.
+    /// The sinks, when rampart's own subscriber is installed (as the global one: a subscriber
+    /// set for a scope with `tracing::subscriber::with_default` is not told of direct lines).
     pub fn get() -> Option<&'static Self> {
         DIRECT.get()
     }
