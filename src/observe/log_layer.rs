@@ -3,19 +3,22 @@
 //! being handled carry its `request_id` (set by [`RequestScope`]); the access line names it itself.
 //!
 //! JSON shape: `{"timestamp","level","message",<fields>,"request_id","target"}`.
+//!
+//! [`Line`] writes a line's parts in either style; the layer fills it from an event's fields, and
+//! [`DirectSinks`] from a caller's (the access line, which so skips tracing's dispatch and field
+//! visiting but comes out the same).
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::Write as _;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
 use super::log_writer::BatchWriter;
@@ -30,11 +33,27 @@ pub enum Style {
 pub struct LogLayer {
     writer: BatchWriter,
     style: Style,
+    /// The most verbose level written (`TRACE`: every event the global filter lets through).
+    most_verbose: Level,
 }
 
 impl LogLayer {
     pub fn new(writer: BatchWriter, style: Style) -> Self {
-        Self { writer, style }
+        Self {
+            writer,
+            style,
+            most_verbose: Level::TRACE,
+        }
+    }
+
+    /// Writes errors only. A check in the layer rather than a per-layer filter: per-layer
+    /// filters make every event pay for their bookkeeping, and `tracing::enabled!` (which the
+    /// access line asks) would leave their state behind for the next event.
+    pub fn errors_only(self) -> Self {
+        Self {
+            most_verbose: Level::ERROR,
+            ..self
+        }
     }
 }
 
@@ -51,61 +70,79 @@ pub fn current_request_id() -> Option<HeaderValue> {
 impl<S: Subscriber> Layer<S> for LogLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
+        if *meta.level() > self.most_verbose {
+            return;
+        }
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
             format_event(&mut line, self.style, event);
-            let _ = self.writer.make_writer_for(meta).write_all(line.as_bytes());
+            self.writer.write_line(line.as_bytes(), *meta.level());
         });
     }
 }
 
-fn format_event(line: &mut String, style: Style, event: &Event<'_>) {
+fn format_event(out: &mut String, style: Style, event: &Event<'_>) {
     let meta = event.metadata();
-    match style {
-        Style::Json => {
-            line.push_str("{\"timestamp\":\"");
-            write_timestamp(line, SystemTime::now());
-            line.push_str("\",\"level\":\"");
-            line.push_str(meta.level().as_str());
-            line.push('"');
-        }
-        Style::Pretty => {
-            write_timestamp(line, SystemTime::now());
-            let _ = write!(line, " {:>5} {}:", meta.level().as_str(), meta.target());
-        }
-    }
     let mut fields = FieldWriter {
-        line,
-        style,
+        line: Line::start(out, style, *meta.level(), meta.target()),
         has_request_id: false,
     };
     event.record(&mut fields);
+    let mut line = fields.line;
     // The scoped request's id, unless the event named one itself.
     if !fields.has_request_id {
         REQUEST_ID.with(|id| {
             if let Some(id) = &*id.borrow() {
-                let id = String::from_utf8_lossy(id.as_bytes());
-                match style {
-                    Style::Json => {
-                        line.push_str(",\"request_id\":");
-                        push_json_string(line, &id);
-                    }
-                    Style::Pretty => {
-                        line.push_str(" request_id=");
-                        line.push_str(&id);
-                    }
-                }
+                line.plain_str("request_id", &String::from_utf8_lossy(id.as_bytes()));
             }
         });
     }
-    match style {
-        Style::Json => {
-            line.push_str(",\"target\":");
-            push_json_string(line, meta.target());
-            line.push_str("}\n");
+    line.end(meta.target());
+}
+
+/// Lines written straight to the log writers, without a tracing event: set by
+/// [`super::logging::init`] with the writers (and styles) its layers write INFO lines to.
+static DIRECT: OnceLock<DirectSinks> = OnceLock::new();
+
+/// The writers a line goes to, each with its style.
+pub struct DirectSinks(Vec<(BatchWriter, Style)>);
+
+impl DirectSinks {
+    pub fn new(sinks: Vec<(BatchWriter, Style)>) -> Self {
+        Self(sinks)
+    }
+
+    /// Makes these the process's sinks; the first registration stays.
+    pub fn register(self) {
+        let _ = DIRECT.set(self);
+    }
+
+    /// The sinks, when rampart's own subscriber is installed (as the global one: a subscriber
+    /// set for a scope with `tracing::subscriber::with_default` is not told of direct lines).
+    pub fn get() -> Option<&'static Self> {
+        DIRECT.get()
+    }
+
+    /// Writes one line to every sink, formatted once per style as [`LogLayer`] would write an
+    /// event of `level` and `target` with the fields `fields` writes (and no scoped request id).
+    /// The caller checks that such an event is enabled.
+    pub fn write(&self, level: Level, target: &str, fields: impl Fn(&mut Line<'_>)) {
+        for style in [Style::Json, Style::Pretty] {
+            if !self.0.iter().any(|(_, s)| *s == style) {
+                continue;
+            }
+            LINE.with(|out| {
+                let mut out = out.borrow_mut();
+                out.clear();
+                let mut line = Line::start(&mut out, style, level, target);
+                fields(&mut line);
+                line.end(target);
+                for (writer, _) in self.0.iter().filter(|(_, s)| *s == style) {
+                    writer.write_line(out.as_bytes(), level);
+                }
+            });
         }
-        Style::Pretty => line.push('\n'),
     }
 }
 
@@ -143,47 +180,128 @@ impl<F: Future> Future for RequestScope<F> {
     }
 }
 
-struct FieldWriter<'a> {
-    line: &'a mut String,
+/// One line being written: the timestamp and level, then fields, then the end. Both tracing
+/// events and direct lines ([`DirectSinks`]) are written through it, so they look alike.
+pub struct Line<'a> {
+    out: &'a mut String,
     style: Style,
+}
+
+impl<'a> Line<'a> {
+    /// Starts a line: JSON `{"timestamp":…,"level":…`, or pretty `<timestamp> <level> <target>:`.
+    fn start(out: &'a mut String, style: Style, level: Level, target: &str) -> Self {
+        match style {
+            Style::Json => {
+                out.push_str("{\"timestamp\":\"");
+                write_timestamp(out, SystemTime::now());
+                out.push_str("\",\"level\":\"");
+                out.push_str(level.as_str());
+                out.push('"');
+            }
+            Style::Pretty => {
+                write_timestamp(out, SystemTime::now());
+                let _ = write!(out, " {:>5} {}:", level.as_str(), target);
+            }
+        }
+        Self { out, style }
+    }
+
+    /// Ends a line: JSON `,"target":…}`, and the newline.
+    fn end(self, target: &str) {
+        match self.style {
+            Style::Json => {
+                self.out.push_str(",\"target\":");
+                push_json_string(self.out, target);
+                self.out.push_str("}\n");
+            }
+            Style::Pretty => self.out.push('\n'),
+        }
+    }
+
+    fn key(&mut self, name: &str) {
+        match self.style {
+            Style::Json => {
+                self.out.push_str(",\"");
+                self.out.push_str(name);
+                self.out.push_str("\":");
+            }
+            Style::Pretty if name == "message" => self.out.push(' '),
+            Style::Pretty => {
+                self.out.push(' ');
+                self.out.push_str(name);
+                self.out.push('=');
+            }
+        }
+    }
+
+    /// A text field; pretty lines quote values that are empty or hold a space, `"` or `=`.
+    pub fn str(&mut self, name: &str, value: &str) {
+        self.key(name);
+        match self.style {
+            Style::Json => push_json_string(self.out, value),
+            Style::Pretty if name == "message" => self.out.push_str(value),
+            Style::Pretty if value.is_empty() || value.contains([' ', '"', '=']) => {
+                let _ = write!(self.out, "{value:?}");
+            }
+            Style::Pretty => self.out.push_str(value),
+        }
+    }
+
+    /// A text field that pretty lines write unquoted whatever it holds.
+    fn plain_str(&mut self, name: &str, value: &str) {
+        self.key(name);
+        match self.style {
+            Style::Json => push_json_string(self.out, value),
+            Style::Pretty => self.out.push_str(value),
+        }
+    }
+
+    /// A text field written only when present, as tracing records an `Option`.
+    pub fn opt_str(&mut self, name: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.str(name, value);
+        }
+    }
+
+    pub fn integer(&mut self, name: &str, value: impl itoa::Integer) {
+        self.key(name);
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+
+    /// A number: finite ones as JSON numbers, others (`NaN`, `inf`) as text.
+    pub fn f64(&mut self, name: &str, value: f64) {
+        if value.is_finite() {
+            self.key(name);
+            push_f64(self.out, value);
+        } else {
+            self.str(name, &value.to_string());
+        }
+    }
+
+    pub fn bool(&mut self, name: &str, value: bool) {
+        self.key(name);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+}
+
+/// An event's fields, in the order the event names them, into its line.
+struct FieldWriter<'a> {
+    line: Line<'a>,
     has_request_id: bool,
 }
 
 impl FieldWriter<'_> {
-    fn key(&mut self, field: &Field) {
+    /// The field's name, noting whether the event names its request id itself.
+    fn name(&mut self, field: &Field) -> &'static str {
         if field.name() == "request_id" {
             self.has_request_id = true;
         }
-        match self.style {
-            Style::Json => {
-                self.line.push_str(",\"");
-                self.line.push_str(field.name());
-                self.line.push_str("\":");
-            }
-            Style::Pretty if field.name() == "message" => self.line.push(' '),
-            Style::Pretty => {
-                self.line.push(' ');
-                self.line.push_str(field.name());
-                self.line.push('=');
-            }
-        }
+        field.name()
     }
 
     fn text(&mut self, field: &Field, value: &str) {
-        self.key(field);
-        match self.style {
-            Style::Json => push_json_string(self.line, value),
-            Style::Pretty if field.name() == "message" => self.line.push_str(value),
-            Style::Pretty if value.is_empty() || value.contains([' ', '"', '=']) => {
-                let _ = write!(self.line, "{value:?}");
-            }
-            Style::Pretty => self.line.push_str(value),
-        }
-    }
-
-    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
-        self.key(field);
-        self.line.push_str(itoa::Buffer::new().format(value));
+        let name = self.name(field);
+        self.line.str(name, value);
     }
 }
 
@@ -192,22 +310,20 @@ impl Visit for FieldWriter<'_> {
         self.text(field, value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.integer(field, value);
+        let name = self.name(field);
+        self.line.integer(name, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.integer(field, value);
+        let name = self.name(field);
+        self.line.integer(name, value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.key(field);
-            push_f64(self.line, value);
-        } else {
-            self.text(field, &value.to_string());
-        }
+        let name = self.name(field);
+        self.line.f64(name, value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        self.line.push_str(if value { "true" } else { "false" });
+        let name = self.name(field);
+        self.line.bool(name, value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.text(field, &value.to_string());
@@ -307,7 +423,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use tracing_subscriber::layer::SubscriberExt;
 
@@ -332,25 +447,12 @@ mod tests {
         assert_eq!(parsed, "a\"b\\c\nd\u{1}");
     }
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn lines(style: Style, emit: impl FnOnce()) -> String {
-        let capture = Capture::default();
-        let writer = BatchWriter::new(Box::new(capture.clone()));
+        let (writer, capture) = crate::observe::log_writer::capture();
         let subscriber = tracing_subscriber::registry().with(LogLayer::new(writer.clone(), style));
         tracing::subscriber::with_default(subscriber, emit);
         writer.flush();
-        String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+        capture.text()
     }
 
     #[test]

@@ -4,15 +4,19 @@
 //! `RAMPART_LOG` when set, else from `[log] level` and `[log] levels`. Lines written while a
 //! request is handled carry its request id ([`super::log_layer::RequestScope`]). ERROR events also
 //! go to error reporting when it is on ([`super::error_report::LogEvents`]).
+//!
+//! The access line skips the tracing event: once the subscriber is installed, the writers it
+//! writes INFO lines to are registered as [`DirectSinks`], and the access line, when the filter
+//! enables it, is formatted once per style and appended to them directly.
 
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use super::log_layer::{LogLayer, Style};
+use super::log_layer::{DirectSinks, LogLayer, Style};
 use super::log_writer::BatchWriter;
 use super::logfiles::RotatingFile;
 use crate::config::{LogConfig, LogFormat};
@@ -48,12 +52,11 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
         .parse(&level)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let writer = BatchWriter::stdout();
+    let stdout = BatchWriter::stdout();
     let style = match config.format {
         LogFormat::Json => Style::Json,
         LogFormat::Pretty => Style::Pretty,
     };
-    let mut writers = vec![writer.clone()];
     let files = match &config.file {
         Some(file) => {
             std::fs::create_dir_all(&file.directory)?;
@@ -61,23 +64,25 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
                 RotatingFile::open(file.directory.join(name), file.max_size, file.max_files)
                     .map(|f| BatchWriter::new(Box::new(f)))
             };
-            let combined = open("combined.log")?;
-            let errors = open("error.log")?;
-            writers.push(combined.clone());
-            writers.push(errors.clone());
-            Some(
-                LogLayer::new(combined, Style::Json)
-                    .and_then(LogLayer::new(errors, Style::Json).with_filter(LevelFilter::ERROR)),
-            )
+            Some(Files {
+                combined: open("combined.log")?,
+                errors: open("error.log")?,
+            })
         }
         None => None,
     };
     tracing_subscriber::registry()
         .with(filter)
-        .with(LogLayer::new(writer, style))
-        .with(files)
-        .with(super::error_report::LogEvents.with_filter(LevelFilter::ERROR))
+        .with(layers(&stdout, style, files.as_ref()))
         .init();
+    // The access line's sinks: wherever the layers write INFO lines.
+    let mut info_sinks = vec![(stdout.clone(), style)];
+    let mut writers = vec![stdout];
+    if let Some(files) = files {
+        info_sinks.push((files.combined.clone(), Style::Json));
+        writers.extend([files.combined, files.errors]);
+    }
+    DirectSinks::new(info_sinks).register();
     Ok(LogHandle {
         writers,
         filter: handle,
@@ -85,10 +90,75 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogHandle> {
     })
 }
 
+/// The log files' writers, both JSON.
+struct Files {
+    /// Every line.
+    combined: BatchWriter,
+    /// ERROR lines only.
+    errors: BatchWriter,
+}
+
+/// The layers under the filter: stdout, the log files when on, and error reporting. None has a
+/// per-layer filter ([`LogLayer::errors_only`] and `LogEvents` check the level themselves):
+/// `tracing::enabled!`, which the access line asks, leaves per-layer filter state behind, and
+/// the next event from a callsite that is always enabled (an ERROR) would then skip those layers.
+fn layers<S: Subscriber>(
+    stdout: &BatchWriter,
+    style: Style,
+    files: Option<&Files>,
+) -> impl Layer<S> {
+    let files = files.map(|files| {
+        LogLayer::new(files.combined.clone(), Style::Json)
+            .and_then(LogLayer::new(files.errors.clone(), Style::Json).errors_only())
+    });
+    LogLayer::new(stdout.clone(), style)
+        .and_then(files)
+        .and_then(super::error_report::LogEvents)
+}
+
 impl Drop for LogHandle {
     fn drop(&mut self) {
         for writer in &self.writers {
             writer.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::log_writer::capture;
+
+    #[test]
+    fn errors_reach_every_layer_after_an_enabled_check() {
+        let (stdout, stdout_text) = capture();
+        let (combined, combined_text) = capture();
+        let (errors, errors_text) = capture();
+        let files = Files {
+            combined: combined.clone(),
+            errors: errors.clone(),
+        };
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(layers(&stdout, Style::Json, Some(&files)));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("first");
+            assert!(tracing::enabled!(target: "rampart::access", tracing::Level::INFO));
+            tracing::error!("second");
+            assert!(!tracing::enabled!(target: "rampart::access", tracing::Level::DEBUG));
+            tracing::error!("third");
+        });
+        for writer in [&stdout, &combined, &errors] {
+            writer.flush();
+        }
+        for text in [stdout_text.text(), combined_text.text()] {
+            assert_eq!(text.lines().count(), 3, "{text}");
+        }
+        let errors = errors_text.text();
+        assert_eq!(errors.lines().count(), 2, "errors only: {errors}");
+        assert!(
+            errors.contains("second") && errors.contains("third"),
+            "{errors}"
+        );
     }
 }

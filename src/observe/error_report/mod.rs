@@ -281,23 +281,23 @@ pub fn install(reporter: Option<Arc<ErrorReporter>>) {
     CURRENT.store(reporter);
 }
 
-/// A tracing layer (add it with an ERROR filter) that turns ERROR log events into error
-/// events, while a reporter is installed. Its own target is skipped, so a failing Sentry
-/// cannot report about itself.
+/// A tracing layer that turns ERROR log events into error events, while a reporter is
+/// installed; other levels are skipped at once (it needs no level filter). Its own target is
+/// skipped, so a failing Sentry cannot report about itself.
 pub struct LogEvents;
 
 impl<S: tracing::Subscriber> Layer<S> for LogEvents {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let guard = CURRENT.load();
-        let Some(reporter) = guard.as_ref() else {
-            return;
-        };
         let meta = event.metadata();
         if *meta.level() != tracing::Level::ERROR
             || meta.target().starts_with("rampart::error_report")
         {
             return;
         }
+        let guard = CURRENT.load();
+        let Some(reporter) = guard.as_ref() else {
+            return;
+        };
         let mut fields = Fields::default();
         event.record(&mut fields);
         let mut sentry_event = Event {
