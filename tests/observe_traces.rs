@@ -603,25 +603,40 @@ async fn the_access_log_carries_the_trace_id() {
 
 #[tokio::test]
 async fn the_redis_rate_limit_check_gets_a_store_span() {
+    let store = format!(
+        "[store.redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+        redis_url(),
+        unique_prefix()
+    );
+    store_spans_are_exported(&store, "redis").await;
+}
+
+#[tokio::test]
+async fn the_postgres_rate_limit_check_gets_a_store_span() {
+    let database = TestDatabase::create().await;
+    let store = format!("[store.postgres]\nurl = \"{}\"\n", database.url);
+    store_spans_are_exported(&store, "postgresql").await;
+}
+
+/// Two requests on a route limited to one per hour, with the limit kept in the store that
+/// `store_section` configures: each check gets a client span of `db_system` under the request's
+/// server span, one allowed and one limited.
+async fn store_spans_are_exported(store_section: &str, db_system: &str) {
     let (collector_addr, exports) = collector(200).await;
     let (app, _) = upstream().await;
+    let kind = if db_system == "redis" { "redis" } else { "postgres" };
     let store = format!(
         r#"
-[store.redis]
-url = "{}"
-key_prefix = "{}"
-
+{store_section}
 [rate_limit]
-store = "redis"
+store = "{kind}"
 timeout = "2s"
 
 [[rate_limit.policy]]
 name = "per_ip"
 limit = 1
 window = "1h"
-"#,
-        redis_url(),
-        unique_prefix()
+"#
     );
     let running = start(
         &format!(
@@ -664,7 +679,7 @@ window = "1h"
     outcomes.sort();
     assert_eq!(outcomes, ["allowed", "limited"]);
     for span in stores {
-        assert_eq!(attr(span, "db.system.name"), "redis");
+        assert_eq!(attr(span, "db.system.name"), db_system);
         assert_eq!(span["kind"], 3);
         let server = all
             .iter()
