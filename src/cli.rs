@@ -100,6 +100,77 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Where logs, traces, error reports and alerts go, one line each, as `check` prints them.
+/// Secrets stay out: a trace collector is shown without its credentials, a DSN by its host.
+fn observability_summary(config: &Config) -> String {
+    let log = &config.log;
+    let format = match log.format {
+        crate::config::LogFormat::Json => "json",
+        crate::config::LogFormat::Pretty => "pretty",
+    };
+    let access = match (log.access_log, log.access_log_sample) {
+        (false, _) => "off".to_owned(),
+        (true, sample) if sample >= 1.0 => "every request".to_owned(),
+        (true, sample) => format!("{}% of requests below 400, every error", sample * 100.0),
+    };
+    let files = log.file.as_ref().map_or_else(
+        || "none".to_owned(),
+        |file| {
+            format!(
+                "{} (combined.log, error.log; {} x {})",
+                file.directory.display(),
+                humansize(file.max_size),
+                file.max_files
+            )
+        },
+    );
+    let tracing = config.tracing.as_ref().map_or_else(
+        || "off".to_owned(),
+        |tracing| {
+            let mut endpoint = tracing.endpoint.clone();
+            let _ = endpoint.set_username("");
+            let _ = endpoint.set_password(None);
+            format!(
+                "OTLP to {endpoint}, sampling {}%",
+                tracing.sample_ratio * 100.0
+            )
+        },
+    );
+    let errors = config.error_reporting.as_ref().map_or_else(
+        || "off".to_owned(),
+        |errors| {
+            format!(
+                "Sentry at {}, environment {}, sampling {}%",
+                errors.dsn.host(),
+                errors.environment,
+                errors.sample_rate * 100.0
+            )
+        },
+    );
+    let alerts = &config.alerts;
+    format!(
+        "logs: {format} to stdout at \"{}\", access log {access}, files {files}\n\
+         tracing: {tracing}\n\
+         error reporting: {errors}\n\
+         alerts: {} rules, {} notifiers\n",
+        log.level,
+        alerts.rules.len(),
+        alerts.notifiers.len()
+    )
+}
+
+/// Bytes in the largest whole unit: `5 MB`, `512 KB`, `100 B`.
+fn humansize(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")];
+    UNITS
+        .iter()
+        .find(|(size, _)| bytes >= *size && bytes % size == 0)
+        .map_or_else(
+            || format!("{bytes} B"),
+            |(size, unit)| format!("{} {unit}", bytes / size),
+        )
+}
+
 /// The listeners and the route table, as `check` prints them.
 pub fn describe(config: &Config) -> String {
     let mut out = String::new();
@@ -115,6 +186,7 @@ pub fn describe(config: &Config) -> String {
         out.push_str(&format!("listen (tls): {}\n", tls_listen.join(", ")));
     }
     out.push_str(&format!("admin: {}\n", config.admin.listen));
+    out.push_str(&observability_summary(config));
     let mut rows = vec![[
         "#".to_owned(),
         "ROUTE".into(),

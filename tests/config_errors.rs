@@ -217,6 +217,86 @@ fn serve_refuses_to_start_on_a_bad_config() {
 }
 
 #[test]
+fn check_says_where_logs_traces_errors_and_alerts_go_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rampart.toml");
+    std::fs::write(
+        &path,
+        r#"
+[log]
+level = "warn"
+access_log_sample = 0.25
+
+[tracing]
+endpoint = "http://otel-user:otel-pass@127.0.0.1:4318/v1/traces"
+sample_ratio = 0.1
+
+[error_reporting]
+dsn = "https://publickey123@sentry.example.com/42"
+environment = "staging"
+
+[[notifier]]
+name = "ops"
+kind = "command"
+command = ["true"]
+
+[[alert]]
+name = "errors"
+condition = "error_rate"
+threshold = "5%"
+window = "5m"
+for = "5m"
+notify = ["ops"]
+
+[[upstream]]
+name = "app"
+targets = ["127.0.0.1:3000"]
+
+[[route]]
+name = "all"
+path_prefix = "/"
+upstream = "app"
+"#,
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in:\n{stdout}"))
+            .to_owned()
+    };
+    assert_eq!(
+        line("logs:"),
+        "logs: json to stdout at \"warn\", access log 25% of requests below 400, every error, files none"
+    );
+    assert_eq!(
+        line("tracing:"),
+        "tracing: OTLP to http://127.0.0.1:4318/v1/traces, sampling 10%"
+    );
+    assert_eq!(
+        line("error reporting:"),
+        "error reporting: Sentry at sentry.example.com, environment staging, sampling 100%"
+    );
+    assert_eq!(line("alerts:"), "alerts: 1 rules, 1 notifiers");
+    for secret in ["otel-user", "otel-pass", "publickey123"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+}
+
+#[test]
 fn a_valid_config_prints_the_route_table() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
     let output = Command::new(binary())

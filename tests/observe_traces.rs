@@ -624,7 +624,11 @@ async fn the_postgres_rate_limit_check_gets_a_store_span() {
 async fn store_spans_are_exported(store_section: &str, db_system: &str) {
     let (collector_addr, exports) = collector(200).await;
     let (app, _) = upstream().await;
-    let kind = if db_system == "redis" { "redis" } else { "postgres" };
+    let kind = if db_system == "redis" {
+        "redis"
+    } else {
+        "postgres"
+    };
     let store = format!(
         r#"
 {store_section}
