@@ -164,7 +164,7 @@ fn humansize(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")];
     UNITS
         .iter()
-        .find(|(size, _)| bytes >= *size && bytes % size == 0)
+        .find(|(size, _)| bytes >= *size && bytes.is_multiple_of(*size))
         .map_or_else(
             || format!("{bytes} B"),
             |(size, unit)| format!("{} {unit}", bytes / size),
@@ -489,4 +489,19 @@ fn limits_summary(route: &crate::config::model::RouteConfig) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::humansize;
+
+    #[test]
+    fn sizes_are_shown_in_their_largest_whole_unit() {
+        assert_eq!(humansize(5 * 1024 * 1024), "5 MB");
+        assert_eq!(humansize(512 * 1024), "512 KB");
+        assert_eq!(humansize(2 << 30), "2 GB");
+        assert_eq!(humansize(1536 * 1024), "1536 KB");
+        assert_eq!(humansize(100), "100 B");
+        assert_eq!(humansize(0), "0 B");
+    }
 }
