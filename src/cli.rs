@@ -118,7 +118,8 @@ fn observability_summary(config: &Config) -> String {
         |file| {
             format!(
                 "{} (combined.log, error.log; {} x {})",
-                file.directory.display(),
+                // `components` drops the `.` of `base/./logs`.
+                file.directory.components().collect::<PathBuf>().display(),
                 humansize(file.max_size),
                 file.max_files
             )
