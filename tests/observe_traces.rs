@@ -113,6 +113,29 @@ batch_interval = "20ms"
     )
 }
 
+/// rampart with `[tracing]` exporting to a recording collector, in front of a recording
+/// upstream; `before` goes at the top of the config (other sections the test needs).
+struct Traced {
+    running: rampart::server::Running,
+    /// The upstream's address.
+    app: SocketAddr,
+    exports: Exports,
+    seen: SeenLog,
+}
+
+async fn traced(before: &str, tracing_extra: &str, route_extra: &str) -> Traced {
+    let (collector_addr, exports) = collector(200).await;
+    let (app, seen) = upstream().await;
+    let config = traced_config(collector_addr, tracing_extra, route_extra);
+    let running = start(&format!("{before}{config}"), app).await;
+    Traced {
+        running,
+        app,
+        exports,
+        seen,
+    }
+}
+
 /// Every span of every export, flattened.
 fn spans(exports: &Exports) -> Vec<Value> {
     let mut all = Vec::new();
@@ -181,15 +204,15 @@ const PARENT: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn a_sampled_incoming_trace_is_continued_upstream_and_exported() {
-    let (collector_addr, exports) = collector(200).await;
-    let (app, seen) = upstream().await;
-    let running = start(
-        &traced_config(
-            collector_addr,
-            "sample_ratio = 0.0\nservice_name = \"edge\"\nheaders = { authorization = \"Bearer t0ken\" }",
-            "",
-        ),
+    let Traced {
+        running,
+        exports,
+        seen,
         app,
+    } = traced(
+        "",
+        "sample_ratio = 0.0\nservice_name = \"edge\"\nheaders = { authorization = \"Bearer t0ken\" }",
+        "",
     )
     .await;
     let response = client()
@@ -250,9 +273,12 @@ async fn a_sampled_incoming_trace_is_continued_upstream_and_exported() {
 
 #[tokio::test]
 async fn a_missing_or_invalid_traceparent_starts_a_new_trace() {
-    let (collector_addr, exports) = collector(200).await;
-    let (app, seen) = upstream().await;
-    let running = start(&traced_config(collector_addr, "", ""), app).await;
+    let Traced {
+        running,
+        exports,
+        seen,
+        ..
+    } = traced("", "", "").await;
     let client = client();
     client.get(url(&running, "/a")).send().await.unwrap();
     client
@@ -306,17 +332,12 @@ async fn a_missing_or_invalid_traceparent_starts_a_new_trace() {
 
 #[tokio::test]
 async fn ratio_zero_exports_nothing_but_still_propagates() {
-    let (collector_addr, exports) = collector(200).await;
-    let (app, seen) = upstream().await;
-    let running = start(
-        &traced_config(
-            collector_addr,
-            "sample_ratio = 0.0\nrespect_parent = false",
-            "",
-        ),
-        app,
-    )
-    .await;
+    let Traced {
+        running,
+        exports,
+        seen,
+        ..
+    } = traced("", "sample_ratio = 0.0\nrespect_parent = false", "").await;
     let client = client();
     for _ in 0..5 {
         client.get(url(&running, "/x")).send().await.unwrap();
@@ -345,15 +366,15 @@ async fn ratio_zero_exports_nothing_but_still_propagates() {
 
 #[tokio::test]
 async fn each_retry_gets_its_own_attempt_span_and_5xx_is_an_error() {
-    let (collector_addr, exports) = collector(200).await;
-    let (app, seen) = upstream().await;
-    let running = start(
-        &traced_config(
-            collector_addr,
-            "",
-            "[route.retry]\nattempts = 3\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"",
-        ),
-        app,
+    let Traced {
+        running,
+        exports,
+        seen,
+        ..
+    } = traced(
+        "",
+        "",
+        "[route.retry]\nattempts = 3\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"",
     )
     .await;
     let response = client()
@@ -603,37 +624,32 @@ async fn the_access_log_carries_the_trace_id() {
 
 #[tokio::test]
 async fn the_redis_rate_limit_check_gets_a_store_span() {
-    let store = format!(
-        "[store.redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+    let settings = format!(
+        "url = \"{}\"\nkey_prefix = \"{}\"",
         redis_url(),
         unique_prefix()
     );
-    store_spans_are_exported(&store, "redis").await;
+    store_spans_are_exported("redis", &settings, "redis").await;
 }
 
 #[tokio::test]
 async fn the_postgres_rate_limit_check_gets_a_store_span() {
     let database = TestDatabase::create().await;
-    let store = format!("[store.postgres]\nurl = \"{}\"\n", database.url);
-    store_spans_are_exported(&store, "postgresql").await;
+    let settings = format!("url = \"{}\"", database.url);
+    store_spans_are_exported("postgres", &settings, "postgresql").await;
 }
 
-/// Two requests on a route limited to one per hour, with the limit kept in the store that
-/// `store_section` configures: each check gets a client span of `db_system` under the request's
-/// server span, one allowed and one limited.
-async fn store_spans_are_exported(store_section: &str, db_system: &str) {
-    let (collector_addr, exports) = collector(200).await;
-    let (app, _) = upstream().await;
-    let kind = if db_system == "redis" {
-        "redis"
-    } else {
-        "postgres"
-    };
-    let store = format!(
+/// Two requests on a route limited to one per hour, with the limit kept in the `store`
+/// (`[store.<store>]` with `settings`): each check gets a client span whose `db.system.name` is
+/// `db_system`, under the request's server span, one allowed and one limited.
+async fn store_spans_are_exported(store: &str, settings: &str, db_system: &str) {
+    let limits = format!(
         r#"
-{store_section}
+[store.{store}]
+{settings}
+
 [rate_limit]
-store = "{kind}"
+store = "{store}"
 timeout = "2s"
 
 [[rate_limit.policy]]
@@ -642,14 +658,9 @@ limit = 1
 window = "1h"
 "#
     );
-    let running = start(
-        &format!(
-            "{store}{}",
-            traced_config(collector_addr, "", "limits = [\"per_ip\"]")
-        ),
-        app,
-    )
-    .await;
+    let Traced {
+        running, exports, ..
+    } = traced(&limits, "", "limits = [\"per_ip\"]").await;
     let client = client();
     assert_eq!(
         client

@@ -144,8 +144,9 @@ impl RequestTrace {
                     i64::from(status.as_u16()).into(),
                 ));
                 (status.as_u16() >= 400).then(|| {
-                    attributes.push(("error.type", status_text(status).into()));
-                    Cow::Owned(status_text(status))
+                    let text = status_text(status);
+                    attributes.push(("error.type", text.clone().into()));
+                    Cow::Owned(text)
                 })
             }
             AttemptEnd::Error(kind) => {
