@@ -17,6 +17,7 @@ use super::metrics::RouteMetrics;
 use super::redact::redact_path_and_query;
 use crate::proxy::body::Completion;
 use crate::proxy::context::InFlight;
+use crate::proxy::forwarded::{IP_TEXT_MAX, format_ip};
 
 /// Access-log settings shared by every request of one pipeline.
 #[derive(Debug)]
@@ -137,7 +138,7 @@ impl Completion for Exchange {
             record.uri.query(),
             &access_log.redact_query_keys,
         );
-        let mut ip_buffer = [0u8; 48];
+        let mut ip_buffer = [0u8; IP_TEXT_MAX];
         let client_ip = format_ip(record.client_ip, &mut ip_buffer);
         let trace_id = record.trace.as_ref().map(|t| t.trace_id_hex());
         AccessLine {
@@ -247,14 +248,6 @@ impl AccessLine<'_> {
 }
 
 /// Writes `ip` into `buffer` without allocating.
-fn format_ip(ip: IpAddr, buffer: &mut [u8; 48]) -> &str {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-    let _ = write!(cursor, "{ip}");
-    let written = cursor.position() as usize;
-    std::str::from_utf8(&buffer[..written]).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,7 @@ pub fn set_forwarded_headers(
     peer: IpAddr,
     peer_trusted: bool,
     tls: bool,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
 ) {
     let peer = peer.to_canonical();
     let existing = if peer_trusted {
@@ -62,11 +62,13 @@ pub fn set_forwarded_headers(
     } else {
         None
     };
+    let mut buffer = [0u8; IP_TEXT_MAX];
+    let peer = format_ip(peer, &mut buffer);
     let chain = match existing {
-        Some(existing) => format!("{existing}, {peer}"),
-        None => peer.to_string(),
+        Some(existing) => HeaderValue::from_str(&format!("{existing}, {peer}")),
+        None => HeaderValue::from_str(peer),
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    if let Ok(value) = chain {
         headers.insert(&XFF, value);
     }
     if !(peer_trusted && headers.contains_key(&XF_PROTO)) {
@@ -74,9 +76,9 @@ pub fn set_forwarded_headers(
         headers.insert(&XF_PROTO, HeaderValue::from_static(proto));
     }
     if !(peer_trusted && headers.contains_key(&XF_HOST)) {
-        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        match host.filter(|value| value.to_str().is_ok()) {
             Some(value) => {
-                headers.insert(&XF_HOST, value);
+                headers.insert(&XF_HOST, value.clone());
             }
             None => {
                 headers.remove(&XF_HOST);
@@ -85,12 +87,53 @@ pub fn set_forwarded_headers(
     }
 }
 
+/// Room for any address's text (the longest, an IPv4-mapped IPv6 address, is 45 bytes).
+pub const IP_TEXT_MAX: usize = 48;
+
+/// `ip` as text, written into `buffer`. IPv4 addresses are written digit by digit: `Display`
+/// for them costs more than the rest of the forwarded headers together.
+pub fn format_ip(ip: IpAddr, buffer: &mut [u8; IP_TEXT_MAX]) -> &str {
+    let written = match ip {
+        IpAddr::V4(v4) => {
+            let mut length = 0;
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    buffer[length] = b'.';
+                    length += 1;
+                }
+                let mut digits = itoa::Buffer::new();
+                let digits = digits.format(octet).as_bytes();
+                buffer[length..length + digits.len()].copy_from_slice(digits);
+                length += digits.len();
+            }
+            length
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            let _ = write!(cursor, "{ip}");
+            cursor.position() as usize
+        }
+    };
+    std::str::from_utf8(&buffer[..written]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn formats_addresses_as_display_does(v4: u32, v6: u128) {
+            for ip in [IpAddr::from(std::net::Ipv4Addr::from(v4)), IpAddr::from(std::net::Ipv6Addr::from(v6))] {
+                let mut buffer = [0u8; IP_TEXT_MAX];
+                proptest::prop_assert_eq!(format_ip(ip, &mut buffer), ip.to_string());
+            }
+        }
     }
 
     #[test]
@@ -116,10 +159,22 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(&XFF, "1.2.3.4".parse().unwrap());
         headers.insert(&XF_PROTO, "https".parse().unwrap());
-        set_forwarded_headers(&mut headers, peer, true, false, Some("a.example"));
+        set_forwarded_headers(
+            &mut headers,
+            peer,
+            true,
+            false,
+            Some(&HeaderValue::from_static("a.example")),
+        );
         assert_eq!(headers[&XFF], "1.2.3.4, 10.0.0.1");
         assert_eq!(headers[&XF_PROTO], "https");
-        set_forwarded_headers(&mut headers, peer, false, false, Some("a.example"));
+        set_forwarded_headers(
+            &mut headers,
+            peer,
+            false,
+            false,
+            Some(&HeaderValue::from_static("a.example")),
+        );
         assert_eq!(headers[&XFF], "10.0.0.1");
         assert_eq!(headers[&XF_PROTO], "http");
         assert_eq!(headers[&XF_HOST], "a.example");

@@ -18,6 +18,10 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers and those listed in `Connection`. `Upgrade` goes too: rampart does
 /// not tunnel protocol upgrades.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names answers that without a lookup per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -29,6 +33,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// Whether `name` is removed on its own, whatever `Connection` says. Any name `Connection` lists
+/// is only removed when `Connection` itself is present, which this also answers.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // A match on the text compiles to a length switch, cheaper than comparing names one by one.
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 #[cfg(test)]
@@ -49,5 +71,27 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-keep"], "yes");
+    }
+
+    #[test]
+    fn the_quick_check_knows_every_removed_name() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop(&header::HOST));
+    }
+
+    #[test]
+    fn leaves_end_to_end_headers_alone_and_removes_a_lone_upgrade() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-keep", "yes".parse().unwrap());
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
+        headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+        headers.insert(header::TE, "trailers".parse().unwrap());
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
+        assert!(!headers.contains_key(header::UPGRADE));
     }
 }

@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use ipnet::IpNet;
@@ -55,7 +54,7 @@ use super::request_body::{BodyFailure, BodyLimits, Lingering, RequestBody, body_
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::{Route, Router, request_host};
 use super::upstream::{SendError, Upstream, UpstreamRegistry};
-use crate::config::Config;
+use crate::config::{Config, Rewrite};
 use crate::observe::access::{AccessLog, Exchange, RequestBytes, RequestRecord};
 use crate::observe::error_report::{ErrorReporter, ResponseReport, credential_headers};
 use crate::observe::log_layer::RequestScope;
@@ -428,9 +427,11 @@ impl Pipeline {
                 }
             })?);
         }
-        let response = self
-            .call_upstream(&route, parts, body, limits, conn, record)
-            .await;
+        // Boxed: the upstream call is the largest state of the request's future, which would
+        // otherwise be copied whole each time the future moves (into the connection's slot, into
+        // its request scope).
+        let response =
+            Box::pin(self.call_upstream(&route, parts, body, limits, conn, record)).await;
 
         // 12. Cache store, or a stale answer when the upstream failed (stale-if-error) or could
         // not be tried (its breaker open: the cache is the route's fallback).
@@ -503,32 +504,36 @@ impl Pipeline {
         let Some(filter) = &route.config.security.attack_filter else {
             return Ok(());
         };
-        let verdict = filter.inspect(parts, body.bytes().map(|b| b.as_ref()));
-        if !filter.is_attack(&verdict) {
-            return Ok(());
-        }
-        let blocked = filter.mode == FilterMode::Block;
-        if let Some(top) = verdict.top() {
-            events::emit(
-                SecurityEvent::AttackDetected {
-                    category: top.category.as_str(),
-                    rule: top.rule,
-                    location: &top.location,
-                    score: verdict.score,
-                    blocked,
-                },
-                &route.name,
-                client_ip,
-            );
-        }
-        if !blocked {
-            return Ok(());
-        }
-        self.record_violation(route, client_ip, "attack").await;
-        Err(ProxyError::Forbidden {
-            kind: "attack_detected",
-            message: "the request was blocked by the attack filter",
+        // Boxed: only routes that use this stage pay for its state in the request's future.
+        Box::pin(async move {
+            let verdict = filter.inspect(parts, body.bytes().map(|b| b.as_ref()));
+            if !filter.is_attack(&verdict) {
+                return Ok(());
+            }
+            let blocked = filter.mode == FilterMode::Block;
+            if let Some(top) = verdict.top() {
+                events::emit(
+                    SecurityEvent::AttackDetected {
+                        category: top.category.as_str(),
+                        rule: top.rule,
+                        location: &top.location,
+                        score: verdict.score,
+                        blocked,
+                    },
+                    &route.name,
+                    client_ip,
+                );
+            }
+            if !blocked {
+                return Ok(());
+            }
+            self.record_violation(route, client_ip, "attack").await;
+            Err(ProxyError::Forbidden {
+                kind: "attack_detected",
+                message: "the request was blocked by the attack filter",
+            })
         })
+        .await
     }
 
     /// Stage 7: any of the route's providers must accept the credentials, and the identity must
@@ -543,54 +548,59 @@ impl Pipeline {
         if security.auth.is_empty() {
             return Ok(());
         }
-        let providers = Providers {
-            all: &self.authenticators,
-            ids: security.auth.iter(),
-        };
-        let identity = match authenticate_any(providers, &parts.headers, parts.uri.query()).await {
-            Ok(identity) => identity,
-            Err(failure) if failure.is_missing() && security.auth_optional => return Ok(()),
-            Err(failure) => {
+        // Boxed: only routes that use this stage pay for its state in the request's future.
+        Box::pin(async move {
+            let providers = Providers {
+                all: &self.authenticators,
+                ids: security.auth.iter(),
+            };
+            let identity =
+                match authenticate_any(providers, &parts.headers, parts.uri.query()).await {
+                    Ok(identity) => identity,
+                    Err(failure) if failure.is_missing() && security.auth_optional => return Ok(()),
+                    Err(failure) => {
+                        events::emit(
+                            SecurityEvent::AuthFailed {
+                                rule: failure.kind(),
+                            },
+                            &route.name,
+                            record.client_ip,
+                        );
+                        return Err(ProxyError::Unauthorized {
+                            kind: failure.kind(),
+                            message: failure.message(),
+                            challenge: failure.www_authenticate(),
+                        });
+                    }
+                };
+            if let Some(rules) = &security.require
+                && !identity.satisfies(rules)
+            {
                 events::emit(
-                    SecurityEvent::AuthFailed {
-                        rule: failure.kind(),
+                    SecurityEvent::Forbidden {
+                        rule: "claim_rules",
                     },
                     &route.name,
                     record.client_ip,
                 );
-                return Err(ProxyError::Unauthorized {
-                    kind: failure.kind(),
-                    message: failure.message(),
-                    challenge: failure.www_authenticate(),
+                return Err(ProxyError::Forbidden {
+                    kind: "forbidden",
+                    message: "the authenticated identity is not allowed to do this",
                 });
             }
-        };
-        if let Some(rules) = &security.require
-            && !identity.satisfies(rules)
-        {
-            events::emit(
-                SecurityEvent::Forbidden {
-                    rule: "claim_rules",
-                },
-                &route.name,
-                record.client_ip,
-            );
-            return Err(ProxyError::Forbidden {
-                kind: "forbidden",
-                message: "the authenticated identity is not allowed to do this",
+            record.user = identity.subject.clone().or_else(|| {
+                identity
+                    .claim("name")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
             });
-        }
-        record.user = identity.subject.clone().or_else(|| {
-            identity
-                .claim("name")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        });
-        record.api_key = identity.api_key;
-        for (name, value) in identity.forward {
-            parts.headers.insert(name, value);
-        }
-        Ok(())
+            record.api_key = identity.api_key;
+            for (name, value) in identity.forward {
+                parts.headers.insert(name, value);
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Stage 8: every policy of the route must admit the request. A refusal is 429 (or 503 when
@@ -608,52 +618,56 @@ impl Pipeline {
         if route.limits.is_empty() {
             return Ok(());
         }
-        let source = KeySource {
-            client_ip: record.client_ip,
-            user: record.user.as_deref(),
-            api_key: record.api_key.as_deref(),
-            route: &route.name,
-            method: &parts.method,
-            headers: &parts.headers,
-        };
-        let store = limiter.store();
-        let timer = match &record.trace {
-            Some(trace) if store != crate::store::StoreKind::Memory => trace.timer(),
-            _ => None,
-        };
-        let verdict = limiter.check(&route.limits, &source).await;
-        if let (Some(trace), Some(started)) = (&record.trace, timer) {
-            let outcome = match &verdict.refusal {
-                None => "allowed",
-                Some(Refusal::Limited { .. }) => "limited",
-                Some(Refusal::Unavailable { .. }) => "unavailable",
+        // Boxed: only routes that use this stage pay for its state in the request's future.
+        Box::pin(async move {
+            let source = KeySource {
+                client_ip: record.client_ip,
+                user: record.user.as_deref(),
+                api_key: record.api_key.as_deref(),
+                route: &route.name,
+                method: &parts.method,
+                headers: &parts.headers,
             };
-            trace.store_span("ratelimit check", store.as_str(), started, outcome);
-        }
-        outgoing.rate_limit = verdict.headers;
-        match verdict.refusal {
-            None => Ok(()),
-            Some(Refusal::Limited {
-                policy,
-                retry_after_secs,
-                block_on_violation,
-            }) => {
-                events::emit(
-                    SecurityEvent::RateLimited { policy: &policy },
-                    &route.name,
-                    record.client_ip,
-                );
-                record.limit = Some(policy.clone());
-                if block_on_violation {
-                    self.record_violation(route, record.client_ip, "rate_limit")
-                        .await;
+            let store = limiter.store();
+            let timer = match &record.trace {
+                Some(trace) if store != crate::store::StoreKind::Memory => trace.timer(),
+                _ => None,
+            };
+            let verdict = limiter.check(&route.limits, &source).await;
+            if let (Some(trace), Some(started)) = (&record.trace, timer) {
+                let outcome = match &verdict.refusal {
+                    None => "allowed",
+                    Some(Refusal::Limited { .. }) => "limited",
+                    Some(Refusal::Unavailable { .. }) => "unavailable",
+                };
+                trace.store_span("ratelimit check", store.as_str(), started, outcome);
+            }
+            outgoing.rate_limit = verdict.headers;
+            match verdict.refusal {
+                None => Ok(()),
+                Some(Refusal::Limited {
+                    policy,
+                    retry_after_secs,
+                    block_on_violation,
+                }) => {
+                    events::emit(
+                        SecurityEvent::RateLimited { policy: &policy },
+                        &route.name,
+                        record.client_ip,
+                    );
+                    record.limit = Some(policy.clone());
+                    if block_on_violation {
+                        self.record_violation(route, record.client_ip, "rate_limit")
+                            .await;
+                    }
+                    Err(ProxyError::RateLimited { retry_after_secs })
                 }
-                Err(ProxyError::RateLimited { retry_after_secs })
+                Some(Refusal::Unavailable { retry_after_secs }) => {
+                    Err(ProxyError::RateLimitUnavailable { retry_after_secs })
+                }
             }
-            Some(Refusal::Unavailable { retry_after_secs }) => {
-                Err(ProxyError::RateLimitUnavailable { retry_after_secs })
-            }
-        }
+        })
+        .await
     }
 
     fn body_limits(&self, route: &Route) -> BodyLimits {
@@ -672,7 +686,7 @@ impl Pipeline {
         &self,
         parts: &mut http::request::Parts,
         route: &Route,
-        target: &Authority,
+        target_host: &HeaderValue,
         conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<(), ProxyError> {
@@ -682,33 +696,35 @@ impl Pipeline {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let path = route
-            .config
-            .rewrite
-            .apply(&route.config.path, parts.uri.path());
-        let path_and_query = match parts.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        };
-        parts.uri = Uri::try_from(path_and_query)
-            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
+        // An origin-form URI the route does not rewrite goes upstream as it came.
+        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+        if !(origin_form && matches!(route.config.rewrite, Rewrite::None)) {
+            let path = route
+                .config
+                .rewrite
+                .apply(&route.config.path, parts.uri.path());
+            let path_and_query = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            parts.uri = Uri::try_from(path_and_query)
+                .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
+        }
         parts.version = Version::HTTP_11;
 
         remove_hop_by_hop(&mut parts.headers);
         let peer_trusted = forwarded::is_trusted(conn.peer.ip(), &self.trusted_proxies);
-        let forwarded_host = original_host.as_ref().and_then(|h| h.to_str().ok());
         forwarded::set_forwarded_headers(
             &mut parts.headers,
             conn.peer.ip(),
             peer_trusted,
             conn.tls,
-            forwarded_host,
+            original_host.as_ref(),
         );
         parts.headers.insert(&X_REQUEST_ID, request_id.clone());
         let host = match (route.config.preserve_host, original_host) {
             (true, Some(original)) => original,
-            _ => HeaderValue::from_str(target.as_str())
-                .expect("an authority is a valid header value"),
+            _ => target_host.clone(),
         };
         parts.headers.insert(header::HOST, host);
         Ok(())

@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -38,12 +40,9 @@ pub async fn serve(
     let service = {
         let shared = shared.clone();
         service_fn(move |request| {
-            let shared = shared.clone();
+            let pipeline = shared.pipeline.load_full();
             let info = info.clone();
-            async move {
-                let pipeline = shared.pipeline.load_full();
-                Ok::<_, Infallible>(pipeline.handle(request, &info).await)
-            }
+            async move { Ok::<_, Infallible>(pipeline.handle(request, &info).await) }
         })
     };
 
@@ -118,35 +117,103 @@ async fn drive<I, S>(
 {
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        connection.as_mut().graceful_shutdown();
+    let close = close_signal(activity, idle_timeout, shutdown);
+    tokio::pin!(close);
+    // The close signal is polled only when its own waker fired, not on every wake-up of the
+    // connection (one per read and write): that is what a `select!` would cost per request.
+    let close_woken = Arc::new(BranchWaker::default());
+    let close_waker = Waker::from(close_woken.clone());
+    let mut task: Option<Waker> = None;
+    let mut closing = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return Poll::Ready(());
+        }
+        let moved = !task
+            .as_ref()
+            .is_some_and(|known| known.will_wake(cx.waker()));
+        if moved {
+            task = Some(cx.waker().clone());
+            close_woken.wake_task(cx.waker().clone());
+        }
+        if !closing
+            && (close_woken.take() || moved)
+            && close
+                .as_mut()
+                .poll(&mut Context::from_waker(&close_waker))
+                .is_ready()
+        {
+            closing = true;
+            connection.as_mut().graceful_shutdown();
+            // The connection acts on it when next polled.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Resolves when the connection should close gracefully: rampart is shutting down, or the
+/// connection has been idle for `idle_timeout`.
+async fn close_signal(
+    activity: &ConnActivity,
+    idle_timeout: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    if *shutdown.borrow() {
+        return;
     }
     loop {
         let idle_at = activity
             .idle_deadline(idle_timeout)
             .unwrap_or_else(|| std::time::Instant::now() + idle_timeout);
         tokio::select! {
-            // The connection first: it is what wakes this task nearly every time.
-            biased;
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                return;
-            }
-            changed = shutdown.changed(), if !closing => {
+            changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    return;
                 }
             }
-            _ = tokio::time::sleep_until(idle_at.into()), if !closing => {
+            _ = tokio::time::sleep_until(idle_at.into()) => {
                 if activity.idle_deadline(idle_timeout).is_some_and(|at| at <= std::time::Instant::now()) {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    return;
                 }
             }
+        }
+    }
+}
+
+/// A waker for one branch of a task's future: it notes that the branch was woken, then wakes
+/// the task. The task polls the branch only when it was.
+#[derive(Default)]
+struct BranchWaker {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl BranchWaker {
+    /// Whether the branch was woken since the last call.
+    fn take(&self) -> bool {
+        self.woken.load(Ordering::Relaxed) && self.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// The task to wake from now on.
+    fn wake_task(&self, task: Waker) {
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+}
+
+impl Wake for BranchWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+            task.wake_by_ref();
         }
     }
 }

@@ -95,207 +95,232 @@ impl Pipeline {
         let (Some(rc), Some(cache)) = (&route.cache, &self.cache) else {
             return Ok(Lookup::Continue(CacheStep::Off, body));
         };
-        let policy = &rc.policy;
-        if !policy.caches(&parts.method) {
-            if policy.purge_on_write && is_write(&parts.method) {
-                return Ok(Lookup::Continue(CacheStep::PurgeAfterWrite, body));
-            }
-            rc.count(Outcome::Bypass, &cache.stats);
-            record.cache = Some(Outcome::Bypass.header());
-            return Ok(Lookup::Continue(CacheStep::Bypass, body));
-        }
-        // POST keys on its body: read it now (within the route's limit) and forward it from memory.
-        let body = match (parts.method == Method::POST, body) {
-            (true, RequestBody::Streaming(stream)) => {
-                RequestBody::Buffered(read_body(RequestBody::Streaming(stream), limits).await?)
-            }
-            (_, body) => body,
-        };
-        let identity = if policy.shared {
-            Identity::Shared
-        } else if let Some(user) = &record.user {
-            Identity::User(user)
-        } else if let Some(api_key) = &record.api_key {
-            Identity::ApiKey(api_key)
-        } else if parts.headers.contains_key(header::AUTHORIZATION)
-            || parts.headers.contains_key(header::COOKIE)
-        {
-            Identity::Credentials
-        } else {
-            Identity::Anonymous
-        };
-        let base = key::base_key(
-            policy,
-            &KeyInput {
-                method: &parts.method,
-                host,
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                headers: &parts.headers,
-                identity,
-                body: body.bytes().map(|b| b.as_ref()),
-            },
-        );
-        let origin = Origin {
-            route: route.name.clone(),
-            path: Arc::from(parts.uri.path()),
-            base,
-        };
-        let head = parts.method == Method::HEAD;
-        let now = now_ms();
-        let mut found = cache.lookup_memory(&base, &parts.headers);
-        if let Some(entry) = &found {
-            if entry.times.is_fresh(now) {
-                return Ok(Lookup::Answer(self.answer(
-                    rc,
-                    cache,
-                    entry,
-                    Outcome::Hit,
-                    parts,
-                    outgoing,
-                    record,
-                )));
-            }
-            if entry.times.within_swr(now) {
-                self.revalidate_later(
-                    route,
-                    parts,
-                    &body,
-                    entry,
-                    &origin,
-                    conn,
-                    &record.request_id,
-                );
-                return Ok(Lookup::Answer(self.answer(
-                    rc,
-                    cache,
-                    entry,
-                    Outcome::Stale,
-                    parts,
-                    outgoing,
-                    record,
-                )));
-            }
-        }
-        let mut guard = None;
-        // HEAD never leads: its upstream answer has no body to store.
-        if !head {
-            match cache.flights.join(base) {
-                Join::Leader(leader) => {
-                    // The previous leader may have stored it just now.
-                    if let Some(entry) = cache.lookup_memory(&base, &parts.headers)
-                        && entry.times.is_fresh(now)
-                    {
-                        drop(leader);
-                        return Ok(Lookup::Answer(self.answer(
-                            rc,
-                            cache,
-                            &entry,
-                            Outcome::Hit,
-                            parts,
-                            outgoing,
-                            record,
-                        )));
-                    }
-                    if found.is_none() {
-                        let timer = match &record.trace {
-                            Some(trace) if cache.redis.is_some() => trace.timer(),
-                            _ => None,
-                        };
-                        found = cache.lookup_redis(&origin, &parts.headers).await;
-                        if let (Some(trace), Some(started)) = (&record.trace, timer) {
-                            let outcome = if found.is_some() { "hit" } else { "miss" };
-                            trace.store_span("cache lookup", "redis", started, outcome);
-                        }
-                        if let Some(entry) = &found {
-                            if entry.times.is_fresh(now) {
-                                drop(leader);
-                                return Ok(Lookup::Answer(self.answer(
-                                    rc,
-                                    cache,
-                                    entry,
-                                    Outcome::Hit,
-                                    parts,
-                                    outgoing,
-                                    record,
-                                )));
-                            }
-                            if entry.times.within_swr(now) {
-                                drop(leader);
-                                self.revalidate_later(
-                                    route,
-                                    parts,
-                                    &body,
-                                    entry,
-                                    &origin,
-                                    conn,
-                                    &record.request_id,
-                                );
-                                return Ok(Lookup::Answer(self.answer(
-                                    rc,
-                                    cache,
-                                    entry,
-                                    Outcome::Stale,
-                                    parts,
-                                    outgoing,
-                                    record,
-                                )));
-                            }
-                        }
-                    }
-                    guard = Some(leader);
+        // Boxed: only routes that use this stage pay for its state in the request's future.
+        Box::pin(async move {
+            let policy = &rc.policy;
+            if !policy.caches(&parts.method) {
+                if policy.purge_on_write && is_write(&parts.method) {
+                    return Ok(Lookup::Continue(CacheStep::PurgeAfterWrite, body));
                 }
-                Join::Follower(wait) => {
-                    rc.coalesced.increment(1);
-                    if flight::wait(wait, cache.config.lock_timeout).await
-                        && let Some(entry) = cache.lookup_memory(&base, &parts.headers)
-                        && entry.times.is_fresh(now_ms())
-                    {
-                        return Ok(Lookup::Answer(self.answer(
-                            rc,
-                            cache,
-                            &entry,
-                            Outcome::Hit,
-                            parts,
-                            outgoing,
-                            record,
-                        )));
-                    }
-                    // The leader stored nothing usable, or is too slow: go upstream alone.
+                rc.count(Outcome::Bypass, &cache.stats);
+                record.cache = Some(Outcome::Bypass.header());
+                return Ok(Lookup::Continue(CacheStep::Bypass, body));
+            }
+            // POST keys on its body: read it now (within the route's limit) and forward it from memory.
+            let body = match (parts.method == Method::POST, body) {
+                (true, RequestBody::Streaming(stream)) => {
+                    RequestBody::Buffered(read_body(RequestBody::Streaming(stream), limits).await?)
+                }
+                (_, body) => body,
+            };
+            let identity = if policy.shared {
+                Identity::Shared
+            } else if let Some(user) = &record.user {
+                Identity::User(user)
+            } else if let Some(api_key) = &record.api_key {
+                Identity::ApiKey(api_key)
+            } else if parts.headers.contains_key(header::AUTHORIZATION)
+                || parts.headers.contains_key(header::COOKIE)
+            {
+                Identity::Credentials
+            } else {
+                Identity::Anonymous
+            };
+            let base = key::base_key(
+                policy,
+                &KeyInput {
+                    method: &parts.method,
+                    host,
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    headers: &parts.headers,
+                    identity,
+                    body: body.bytes().map(|b| b.as_ref()),
+                },
+            );
+            let origin = Origin {
+                route: route.name.clone(),
+                path: Arc::from(parts.uri.path()),
+                base,
+            };
+            let head = parts.method == Method::HEAD;
+            let now = now_ms();
+            let mut found = cache.lookup_memory(&base, &parts.headers);
+            if let Some(entry) = &found {
+                if entry.times.is_fresh(now) {
+                    return Ok(Lookup::Answer(self.answer(
+                        rc,
+                        cache,
+                        entry,
+                        Outcome::Hit,
+                        parts,
+                        outgoing,
+                        record,
+                    )));
+                }
+                if entry.times.within_swr(now) {
+                    self.revalidate_later(
+                        route,
+                        parts,
+                        &body,
+                        entry,
+                        &origin,
+                        conn,
+                        &record.request_id,
+                    );
+                    return Ok(Lookup::Answer(self.answer(
+                        rc,
+                        cache,
+                        entry,
+                        Outcome::Stale,
+                        parts,
+                        outgoing,
+                        record,
+                    )));
                 }
             }
-        }
-        // The client's headers, before rampart adds its own validators.
-        let request_headers = parts.headers.clone();
-        let mut validators = false;
-        if guard.is_some()
-            && let Some(entry) = &found
-            && !has_conditionals(&parts.headers)
-        {
-            validators = add_validators(&mut parts.headers, entry);
-        }
-        let identity_upstream = guard.is_some() && route.config.compression.is_some();
-        if identity_upstream {
-            parts.headers.remove(header::ACCEPT_ENCODING);
-        }
-        Ok(Lookup::Continue(
-            CacheStep::Forward(Box::new(Ticket {
-                cache: cache.clone(),
-                origin,
-                request_headers,
-                authorized: policy.shared && parts.headers.contains_key(header::AUTHORIZATION),
-                stale: found,
-                guard,
-                validators,
-                identity_upstream,
-            })),
-            body,
-        ))
+            let mut guard = None;
+            // HEAD never leads: its upstream answer has no body to store.
+            if !head {
+                match cache.flights.join(base) {
+                    Join::Leader(leader) => {
+                        // The previous leader may have stored it just now.
+                        if let Some(entry) = cache.lookup_memory(&base, &parts.headers)
+                            && entry.times.is_fresh(now)
+                        {
+                            drop(leader);
+                            return Ok(Lookup::Answer(self.answer(
+                                rc,
+                                cache,
+                                &entry,
+                                Outcome::Hit,
+                                parts,
+                                outgoing,
+                                record,
+                            )));
+                        }
+                        if found.is_none() {
+                            let timer = match &record.trace {
+                                Some(trace) if cache.redis.is_some() => trace.timer(),
+                                _ => None,
+                            };
+                            found = cache.lookup_redis(&origin, &parts.headers).await;
+                            if let (Some(trace), Some(started)) = (&record.trace, timer) {
+                                let outcome = if found.is_some() { "hit" } else { "miss" };
+                                trace.store_span("cache lookup", "redis", started, outcome);
+                            }
+                            if let Some(entry) = &found {
+                                if entry.times.is_fresh(now) {
+                                    drop(leader);
+                                    return Ok(Lookup::Answer(self.answer(
+                                        rc,
+                                        cache,
+                                        entry,
+                                        Outcome::Hit,
+                                        parts,
+                                        outgoing,
+                                        record,
+                                    )));
+                                }
+                                if entry.times.within_swr(now) {
+                                    drop(leader);
+                                    self.revalidate_later(
+                                        route,
+                                        parts,
+                                        &body,
+                                        entry,
+                                        &origin,
+                                        conn,
+                                        &record.request_id,
+                                    );
+                                    return Ok(Lookup::Answer(self.answer(
+                                        rc,
+                                        cache,
+                                        entry,
+                                        Outcome::Stale,
+                                        parts,
+                                        outgoing,
+                                        record,
+                                    )));
+                                }
+                            }
+                        }
+                        guard = Some(leader);
+                    }
+                    Join::Follower(wait) => {
+                        rc.coalesced.increment(1);
+                        if flight::wait(wait, cache.config.lock_timeout).await
+                            && let Some(entry) = cache.lookup_memory(&base, &parts.headers)
+                            && entry.times.is_fresh(now_ms())
+                        {
+                            return Ok(Lookup::Answer(self.answer(
+                                rc,
+                                cache,
+                                &entry,
+                                Outcome::Hit,
+                                parts,
+                                outgoing,
+                                record,
+                            )));
+                        }
+                        // The leader stored nothing usable, or is too slow: go upstream alone.
+                    }
+                }
+            }
+            // The client's headers, before rampart adds its own validators.
+            let request_headers = parts.headers.clone();
+            let mut validators = false;
+            if guard.is_some()
+                && let Some(entry) = &found
+                && !has_conditionals(&parts.headers)
+            {
+                validators = add_validators(&mut parts.headers, entry);
+            }
+            let identity_upstream = guard.is_some() && route.config.compression.is_some();
+            if identity_upstream {
+                parts.headers.remove(header::ACCEPT_ENCODING);
+            }
+            Ok(Lookup::Continue(
+                CacheStep::Forward(Box::new(Ticket {
+                    cache: cache.clone(),
+                    origin,
+                    request_headers,
+                    authorized: policy.shared && parts.headers.contains_key(header::AUTHORIZATION),
+                    stale: found,
+                    guard,
+                    validators,
+                    identity_upstream,
+                })),
+                body,
+            ))
+        })
+        .await
     }
 
     /// Stage 12 for caching routes: the upstream's answer (or failure) meets the cache.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn cache_finish(
+        &self,
+        route: &Route,
+        step: CacheStep,
+        method: &Method,
+        host: Option<&str>,
+        result: Result<Response<ResponseBody>, ProxyError>,
+        record: &mut RequestRecord,
+        outgoing: &Outgoing,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        match step {
+            CacheStep::Off => result,
+            // Boxed: only caching routes pay for this stage's state in the request's future.
+            step => {
+                Box::pin(self.finish_caching(route, step, method, host, result, record, outgoing))
+                    .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_caching(
         &self,
         route: &Route,
         step: CacheStep,
@@ -642,7 +667,7 @@ impl Pipeline {
             return;
         };
         if self
-            .prepare_upstream_head(&mut head, route, &endpoint.authority, conn, request_id)
+            .prepare_upstream_head(&mut head, route, &endpoint.host, conn, request_id)
             .is_err()
         {
             return;

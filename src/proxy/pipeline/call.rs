@@ -115,7 +115,7 @@ impl Pipeline {
         let retry = retry.filter(|r| r.allows_method(&parts.method) && r.settings.attempts > 1);
         let may_resend = retry.is_some() || !settings.fallback.is_empty();
         let (body, replay) = if may_resend {
-            replayable(body, &parts, limits, retry).await?
+            Box::pin(replayable(body, &parts, limits, retry)).await?
         } else {
             (Some(body), None)
         };
@@ -229,7 +229,7 @@ impl Pipeline {
             self.prepare_upstream_head(
                 &mut head,
                 route,
-                &endpoint.authority,
+                &endpoint.host,
                 a.conn,
                 &record.request_id,
             )

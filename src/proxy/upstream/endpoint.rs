@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -55,6 +55,8 @@ struct IdleConnection {
 pub struct Endpoint {
     /// `host:port` as configured: the `Host` sent upstream and the name in logs.
     pub authority: Authority,
+    /// The authority as a `Host` header value, made once.
+    pub host: HeaderValue,
     /// Where connections go.
     pub addr: std::net::SocketAddr,
     pub health: TargetHealth,
@@ -70,6 +72,8 @@ impl Endpoint {
         workers: usize,
     ) -> Self {
         Self {
+            host: HeaderValue::from_str(authority.as_str())
+                .expect("an authority is a valid header value"),
             authority,
             addr,
             health,
