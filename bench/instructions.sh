@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: a measure of rampart's CPU work that
+# does not move with the machine's load, for comparing two builds when req/s rounds swing.
+#
+#   bash bench/instructions.sh [BIN...]        (default: target/release/rampart)
+#
+# For each binary: starts the bench upstream and the binary under callgrind on
+# bench/rampart.toml (its ports moved to 18090/19990), warms up for 3 s with wrk (8 connections),
+# counts the instructions of the next 6 s of load, and prints requests, instructions and
+# instructions per request. Instructions are not time: cache misses, atomics and system calls
+# are not in them, so confirm a change with `BENCH_SCENARIO=ab bash bench/run.sh` too.
+# Builds nothing: run `bash bench/run.sh` (or `cargo build --release --bin rampart --examples`)
+# first. Installs valgrind and wrk when missing (Debian packages).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+UPSTREAM_BIN="$TARGET_DIR/release/examples/bench-upstream"
+PORT=18090
+ADMIN=19990
+WARMUP=3s
+MEASURE=6s
+
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v wrk >/dev/null || missing+=(wrk)
+if ((${#missing[@]})); then
+  sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[[ -x "$UPSTREAM_BIN" ]] || { echo "missing $UPSTREAM_BIN: build with cargo build --release --examples" >&2; exit 1; }
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+"$UPSTREAM_BIN" 127.0.0.1:18080 2>/dev/null &
+PIDS+=($!)
+sed -E "s/127\.0\.0\.1:18083/127.0.0.1:$PORT/; s/127\.0\.0\.1:19901/127.0.0.1:$ADMIN/" \
+  "$ROOT/bench/rampart.toml" >"$TMP/rampart.toml"
+
+(($#)) || set -- "$TARGET_DIR/release/rampart"
+printf '%-40s %10s %14s %10s\n' binary requests instructions per-request
+for bin in "$@"; do
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.out" \
+    "$bin" serve --config "$TMP/rampart.toml" >/dev/null 2>"$TMP/valgrind.log" &
+  vg=$!
+  PIDS+=("$vg")
+  for _ in $(seq 120); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+    sleep 0.5
+  done
+  wrk -t1 -c8 -d"$WARMUP" "http://127.0.0.1:$PORT/" >/dev/null 2>&1
+  callgrind_control -i on "$vg" >/dev/null 2>&1
+  out=$(wrk -t1 -c8 -d"$MEASURE" "http://127.0.0.1:$PORT/" 2>/dev/null)
+  callgrind_control -i off "$vg" >/dev/null 2>&1
+  callgrind_control -d "$vg" >/dev/null 2>&1
+  sleep 1
+  requests=$(awk '/requests in/{print $1}' <<<"$out")
+  instructions=$(callgrind_annotate "$TMP/callgrind.out.1" 2>/dev/null |
+    awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
+  kill "$vg" 2>/dev/null || true
+  wait "$vg" 2>/dev/null || true
+  rm -f "$TMP"/callgrind.out*
+  printf '%-40s %10d %14d %10d\n' "$bin" "$requests" "$instructions" $((instructions / requests))
+done
