@@ -247,7 +247,6 @@ impl AccessLine<'_> {
     }
 }
 
-/// Writes `ip` into `buffer` without allocating.
 #[cfg(test)]
 mod tests {
     use super::*;
