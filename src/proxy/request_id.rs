@@ -15,6 +15,7 @@ pub fn resolve(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
+/// A random (version 4) UUID.
 pub fn generate() -> HeaderValue {
     let mut buffer = uuid::Uuid::encode_buffer();
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
@@ -48,5 +49,14 @@ mod tests {
         assert_eq!(resolve(&headers).len(), 36);
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("<script>"));
         assert!(is_well_formed(resolve(&headers).as_bytes()));
+    }
+
+    #[test]
+    fn generated_ids_are_version_4_uuids_and_differ() {
+        let first = generate();
+        let parsed = uuid::Uuid::parse_str(first.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(generate(), first);
     }
 }
