@@ -84,6 +84,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         )],
         {
             let mut text = shared.metrics.render();
+            text.push_str(&crate::observe::histogram::render(
+                crate::observe::metrics::HISTOGRAMS,
+            ));
             text.push_str(&crate::observe::process::render(
                 &crate::observe::process::sample(),
             ));

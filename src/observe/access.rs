@@ -147,7 +147,7 @@ impl Completion for Exchange {
             method: record.method.as_str(),
             path: &path,
             status: status.as_u16(),
-            duration_ms: (elapsed.as_micros() as f64) / 1000.0,
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             upstream: record.upstream.as_deref(),
             client_ip,
             user: record.user.as_deref(),
@@ -173,7 +173,8 @@ struct AccessLine<'a> {
     method: &'a str,
     path: &'a str,
     status: u16,
-    duration_ms: f64,
+    /// Written as `duration_ms`, in milliseconds with three decimals at most.
+    duration_us: u64,
     upstream: Option<&'a str>,
     client_ip: &'a str,
     user: Option<&'a str>,
@@ -209,7 +210,7 @@ impl AccessLine<'_> {
         line.str("method", self.method);
         line.str("path", self.path);
         line.integer("status", self.status);
-        line.f64("duration_ms", self.duration_ms);
+        line.millis("duration_ms", self.duration_us);
         line.opt_str("upstream", self.upstream);
         line.str("client_ip", self.client_ip);
         line.opt_str("user", self.user);
@@ -231,7 +232,7 @@ impl AccessLine<'_> {
             method = self.method,
             path = self.path,
             status = self.status,
-            duration_ms = self.duration_ms,
+            duration_ms = self.duration_us as f64 / 1000.0,
             upstream = self.upstream,
             client_ip = self.client_ip,
             user = self.user,
@@ -301,7 +302,7 @@ mod tests {
             method: "GET",
             path: "/a b?q=\"x\\y\"\n\t\u{1}é",
             status: 503,
-            duration_ms: 12.345,
+            duration_us: 12_345,
             upstream: Some(""),
             client_ip: "2001:db8::1",
             user: Some("bob"),
@@ -324,7 +325,7 @@ mod tests {
             method: "POST",
             path: "/",
             status: 200,
-            duration_ms: 1.0,
+            duration_us: 1_000,
             upstream: None,
             client_ip: "127.0.0.1",
             user: None,

@@ -278,6 +278,13 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// A duration in milliseconds from whole microseconds: `12.345`, `1.5`, `2`. The text is
+    /// what [`Self::f64`] writes for `micros as f64 / 1000.0`, without the float formatting.
+    pub fn millis(&mut self, name: &str, micros: u64) {
+        self.key(name);
+        push_millis(self.out, micros);
+    }
+
     pub fn bool(&mut self, name: &str, value: bool) {
         self.key(name);
         self.out.push_str(if value { "true" } else { "false" });
@@ -379,6 +386,25 @@ fn push_f64(out: &mut String, value: f64) {
     }
 }
 
+/// `micros / 1000` in decimal, trailing zeros of the fraction (and a bare point) left out.
+fn push_millis(out: &mut String, micros: u64) {
+    out.push_str(itoa::Buffer::new().format(micros / 1000));
+    let mut fraction = micros % 1000;
+    if fraction == 0 {
+        return;
+    }
+    let mut digits = [b'.', b'0' + (fraction / 100) as u8, 0, 0];
+    fraction %= 100;
+    digits[2] = b'0' + (fraction / 10) as u8;
+    digits[3] = b'0' + (fraction % 10) as u8;
+    let len = digits
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(0, |last| last + 1);
+    // ASCII digits and a point.
+    out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or_default());
+}
+
 /// RFC 3339 in UTC with microseconds: `2026-11-22T01:50:10.690452Z`.
 /// The date and time to the second are formatted once per second and thread.
 fn write_timestamp(out: &mut String, now: SystemTime) {
@@ -435,6 +461,19 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tracing_subscriber::layer::SubscriberExt;
+
+    proptest::proptest! {
+        /// Whole microseconds as milliseconds: the text the float formatting gives.
+        #[test]
+        fn millis_are_written_as_the_float_would_be(
+            micros in proptest::prop_oneof![0..10_000u64, 0..100_000_000u64, 0..(1u64 << 53)],
+        ) {
+            let (mut fixed, mut float) = (String::new(), String::new());
+            push_millis(&mut fixed, micros);
+            push_f64(&mut float, micros as f64 / 1000.0);
+            proptest::prop_assert_eq!(fixed, float);
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

@@ -6,10 +6,10 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram,
-};
+use metrics::{Counter, Gauge, Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::histogram::{Family, Histogram, histogram};
 
 pub const HTTP_REQUESTS_TOTAL: &str = "rampart_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "rampart_http_request_duration_seconds";
@@ -61,6 +61,40 @@ const STORE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// The per-request histograms, kept apart from the recorder ([`super::histogram`]).
+pub static REQUEST_DURATION: Family = Family {
+    name: HTTP_REQUEST_DURATION,
+    help: "Time from request head to the end of the response body, by route.",
+    bounds: LATENCY_BUCKETS,
+    label: "route",
+};
+pub static REQUEST_BODY_SIZE: Family = Family {
+    name: HTTP_REQUEST_BODY_SIZE,
+    help: "Request body sizes, by route: the declared length, or the bytes read from a chunked body.",
+    bounds: BODY_SIZE_BUCKETS,
+    label: "route",
+};
+pub static RESPONSE_BODY_SIZE: Family = Family {
+    name: HTTP_RESPONSE_BODY_SIZE,
+    help: "Response body sizes sent to clients, by route.",
+    bounds: BODY_SIZE_BUCKETS,
+    label: "route",
+};
+pub static UPSTREAM_DURATION: Family = Family {
+    name: UPSTREAM_REQUEST_DURATION,
+    help: "Time until the upstream's response head, by upstream.",
+    bounds: LATENCY_BUCKETS,
+    label: "upstream",
+};
+
+/// Every family of [`super::histogram`], in the order `/metrics` shows them.
+pub const HISTOGRAMS: &[&Family] = &[
+    &REQUEST_DURATION,
+    &REQUEST_BODY_SIZE,
+    &RESPONSE_BODY_SIZE,
+    &UPSTREAM_DURATION,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
@@ -72,10 +106,6 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(RATELIMIT_STORE_DURATION.into()),
                     STORE_BUCKETS,
                 )
-                .expect("bucket list is not empty")
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .expect("bucket list is not empty")
-                .set_buckets_for_metric(Matcher::Suffix("_body_bytes".into()), BODY_SIZE_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -90,9 +120,9 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn spawn_upkeep(handle: PrometheusHandle) {
-    // Histograms buffer every sample until drained (about 10 bytes each, per histogram): drain
-    // every second, so that under 70k requests/s the buffers stay near 3 MB instead of growing
-    // for five seconds.
+    // The recorder's histograms (the rate-limit store's call time, one sample per request of a
+    // limited route) buffer every sample until drained, about 10 bytes each: drain every second
+    // rather than every five.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -109,31 +139,11 @@ fn describe() {
         HTTP_REQUESTS_TOTAL,
         "Requests answered, by route, method and status."
     );
-    describe_histogram!(
-        HTTP_REQUEST_DURATION,
-        Unit::Seconds,
-        "Time from request head to the end of the response body, by route."
-    );
     describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "Requests being handled now.");
     describe_counter!(
         HTTP_RESPONSE_BYTES_TOTAL,
         Unit::Bytes,
         "Response body bytes sent to clients, by route."
-    );
-    describe_histogram!(
-        HTTP_REQUEST_BODY_SIZE,
-        Unit::Bytes,
-        "Request body sizes, by route: the declared length, or the bytes read from a chunked body."
-    );
-    describe_histogram!(
-        HTTP_RESPONSE_BODY_SIZE,
-        Unit::Bytes,
-        "Response body sizes sent to clients, by route."
-    );
-    describe_histogram!(
-        UPSTREAM_REQUEST_DURATION,
-        Unit::Seconds,
-        "Time until the upstream's response head, by upstream."
     );
     describe_counter!(
         UPSTREAM_ERRORS_TOTAL,
@@ -245,10 +255,10 @@ fn describe() {
 /// A route's request metrics, resolved once when the pipeline is built.
 pub struct RouteMetrics {
     route: Arc<str>,
-    duration: Histogram,
+    duration: Arc<Histogram>,
     response_bytes: Counter,
-    request_body_size: Histogram,
-    response_body_size: Histogram,
+    request_body_size: Arc<Histogram>,
+    response_body_size: Arc<Histogram>,
     /// One counter per (method, status) seen; a handful per route, so a list beats a hash map.
     requests: Mutex<Vec<((&'static str, u16), Counter)>>,
 }
@@ -264,10 +274,10 @@ impl std::fmt::Debug for RouteMetrics {
 impl RouteMetrics {
     pub fn new(route: Arc<str>) -> Self {
         Self {
-            duration: metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone()),
+            duration: histogram(&REQUEST_DURATION, &route),
             response_bytes: metrics::counter!(HTTP_RESPONSE_BYTES_TOTAL, "route" => route.clone()),
-            request_body_size: metrics::histogram!(HTTP_REQUEST_BODY_SIZE, "route" => route.clone()),
-            response_body_size: metrics::histogram!(HTTP_RESPONSE_BODY_SIZE, "route" => route.clone()),
+            request_body_size: histogram(&REQUEST_BODY_SIZE, &route),
+            response_body_size: histogram(&RESPONSE_BODY_SIZE, &route),
             requests: Mutex::new(Vec::new()),
             route,
         }

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod alerts;
 pub mod error_report;
+pub mod histogram;
 pub mod log_layer;
 pub mod log_writer;
 pub mod logfiles;

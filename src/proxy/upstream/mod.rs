@@ -24,7 +24,7 @@ pub use endpoint::{Endpoint, PoolSettings, PooledBody};
 pub use registry::UpstreamRegistry;
 
 use crate::config::UpstreamConfig;
-use crate::observe::metrics::UPSTREAM_REQUEST_DURATION;
+use crate::observe::metrics::UPSTREAM_DURATION;
 use crate::proxy::body::BoxError;
 use crate::resilience::balance::{self, Candidate, Load};
 use crate::resilience::breaker::Breaker;
@@ -101,7 +101,7 @@ pub struct Upstream {
     /// several (a single target is never ejected, as in nginx).
     passive: bool,
     /// Time until the response head.
-    pub duration: metrics::Histogram,
+    pub duration: Arc<crate::observe::histogram::Histogram>,
     registry: Arc<UpstreamRegistry>,
 }
 
@@ -113,7 +113,7 @@ impl Upstream {
         let resolved = dns::resolve_all(config).await;
         let members = registry.members(config, &resolved);
         let upstream = Arc::new(Self {
-            duration: metrics::histogram!(UPSTREAM_REQUEST_DURATION, "upstream" => name.clone()),
+            duration: crate::observe::histogram::histogram(&UPSTREAM_DURATION, &name),
             breaker: config
                 .circuit_breaker
                 .as_ref()

@@ -1,0 +1,159 @@
+//! Fixed-bucket histograms for the metrics recorded on every request (request duration and body
+//! sizes by route, upstream duration by upstream), rendered in Prometheus text format after the
+//! recorder's own output.
+//!
+//! The `metrics` recorder keeps every sample of a histogram in a shared buffer until the next
+//! drain (about 10 bytes each) and sorts them into buckets then; at tens of thousands of requests
+//! per second that was about a thousandth of a millisecond of CPU per request and megabytes of
+//! buffer. Here a sample is two relaxed atomic additions into buckets fixed at registration.
+//!
+//! Histograms live in a process-wide registry keyed by name and label, so a reload that builds
+//! its routes again keeps counting into the same ones, as Prometheus expects of a counter.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One histogram family: its name, help text and bucket bounds (upper bounds, ascending).
+#[derive(Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub bounds: &'static [f64],
+    /// The label every series of the family carries (`route`, `upstream`).
+    pub label: &'static str,
+}
+
+/// One series: counts per bucket (the last one is `+Inf`) and the sum of the samples.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Box<[AtomicU64]>,
+    /// The sum as `f64` bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Counts one sample.
+    pub fn record(&self, value: f64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+
+    /// Cumulative counts per bound, then the total count, and the sum.
+    fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut running = 0;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|count| {
+                running += count.load(Ordering::Relaxed);
+                running
+            })
+            .collect();
+        (cumulative, f64::from_bits(self.sum.load(Ordering::Relaxed)))
+    }
+}
+
+type Series = (&'static Family, Arc<str>, Arc<Histogram>);
+
+/// Every series registered so far, in registration order.
+static REGISTRY: Mutex<Vec<Series>> = Mutex::new(Vec::new());
+
+/// The series of `family` for `label_value`, registered on first use.
+pub fn histogram(family: &'static Family, label_value: &Arc<str>) -> Arc<Histogram> {
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, histogram)) = registry
+        .iter()
+        .find(|(f, value, _)| std::ptr::eq(*f, family) && value == label_value)
+    {
+        return histogram.clone();
+    }
+    let histogram = Arc::new(Histogram::new(family.bounds));
+    registry.push((family, label_value.clone(), histogram.clone()));
+    histogram
+}
+
+/// Every registered series in Prometheus text format, families in the order of `families`.
+pub fn render(families: &[&'static Family]) -> String {
+    let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = String::new();
+    for family in families {
+        let series: Vec<_> = registry
+            .iter()
+            .filter(|(f, _, _)| std::ptr::eq(*f, *family))
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let name = family.name;
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (_, value, histogram) in series {
+            let label = format!("{}=\"{}\"", family.label, escape_label(value));
+            let (cumulative, sum) = histogram.snapshot();
+            for (bound, count) in family.bounds.iter().zip(&cumulative) {
+                let _ = writeln!(out, "{name}_bucket{{{label},le=\"{bound}\"}} {count}");
+            }
+            let total = cumulative.last().copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {total}");
+            let _ = writeln!(out, "{name}_sum{{{label}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{label}}} {total}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A label value as the text format quotes it: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SIZES: Family = Family {
+        name: "test_sizes_bytes",
+        help: "Sizes.",
+        bounds: &[10.0, 100.0],
+        label: "route",
+    };
+
+    #[test]
+    fn samples_fall_in_the_first_bucket_that_holds_them_and_series_are_shared() {
+        let route: Arc<str> = Arc::from("a\"b");
+        let first = histogram(&SIZES, &route);
+        for value in [0.0, 10.0, 10.5, 100.0, 1e9] {
+            first.record(value);
+        }
+        // Registered again (a reload): the same series.
+        histogram(&SIZES, &Arc::from("a\"b")).record(1.0);
+        let text = render(&[&SIZES]);
+        let expected = "# HELP test_sizes_bytes Sizes.\n\
+            # TYPE test_sizes_bytes histogram\n\
+            test_sizes_bytes_bucket{route=\"a\\\"b\",le=\"10\"} 3\n\
+            test_sizes_bytes_bucket{route=\"a\\\"b\",le=\"100\"} 5\n\
+            test_sizes_bytes_bucket{route=\"a\\\"b\",le=\"+Inf\"} 6\n\
+            test_sizes_bytes_sum{route=\"a\\\"b\"} 1000000121.5\n\
+            test_sizes_bytes_count{route=\"a\\\"b\"} 6\n\n";
+        assert_eq!(text, expected);
+    }
+}
