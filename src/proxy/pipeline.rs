@@ -368,7 +368,8 @@ impl Pipeline {
                 .as_ref()
                 .is_some_and(|f| f.wants_body(&parts.headers, declared));
         let body = if wants_body {
-            let bytes = read_body(RequestBody::Streaming(body), limits).await?;
+            // Boxed: only requests whose body is read pay for the reader's state.
+            let bytes = Box::pin(read_body(RequestBody::Streaming(body), limits)).await?;
             if self.errors.is_some() {
                 outgoing.error_body = Some(bytes.clone());
             }
@@ -420,7 +421,7 @@ impl Pipeline {
 
         // 11. Upstream call: load shedding, then balance, breaker, retry, timeout, fallback.
         if let Some(shed) = &route.shed {
-            outgoing.place = Some(shed.enter().await.map_err(|reason| {
+            outgoing.place = Some(Box::pin(shed.enter()).await.map_err(|reason| {
                 metrics::counter!(m::LOAD_SHED_TOTAL, "route" => route.name.clone(), "reason" => reason.as_str()).increment(1);
                 ProxyError::Overloaded {
                     reason: reason.as_str(),
@@ -767,38 +768,4 @@ fn classify(upstream: &Upstream, error: SendError, limit: u64) -> ProxyError {
             source: Box::new(error),
         },
     )
-}
-
-#[cfg(test)]
-mod future_sizes {
-    use super::*;
-    fn size<A, F>(_: fn(A) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    #[test]
-    fn print_future_sizes() {
-        type R = (&'static Pipeline, Request<Incoming>, &'static ConnInfo);
-        eprintln!("handle {}", size(|(p, r, c): R| p.handle(r, c)));
-        eprintln!(
-            "stages {}",
-            size(|(p, rec, o, r, c): (&'static Pipeline, &'static mut RequestRecord, &'static mut Outgoing, Request<Incoming>, &'static ConnInfo)| p.stages(rec, o, r, c))
-        );
-        eprintln!(
-            "call_upstream {}",
-            size(|(p, route, parts, body, l, c, rec): (&'static Pipeline, &'static Route, http::request::Parts, RequestBody, BodyLimits, &'static ConnInfo, &'static mut RequestRecord)| p.call_upstream(route, parts, body, l, c, rec))
-        );
-        eprintln!(
-            "check_address {}",
-            size(|(p, route, ip): (&'static Pipeline, &'static Route, IpAddr)| p.check_address(route, ip))
-        );
-        eprintln!(
-            "read_body {}",
-            size(|(b, l): (RequestBody, BodyLimits)| read_body(b, l))
-        );
-        eprintln!(
-            "send {}",
-            size(|(e, r, p): (&'static Arc<crate::proxy::upstream::Endpoint>, Request<super::body::ResponseBody>, crate::proxy::upstream::PoolSettings)| e.send(r, p))
-        );
-        eprintln!("record {} outgoing {} parts {} requestbody {}", std::mem::size_of::<RequestRecord>(), std::mem::size_of::<Outgoing>(), std::mem::size_of::<http::request::Parts>(), std::mem::size_of::<RequestBody>());
-    }
 }

@@ -114,10 +114,15 @@ impl Endpoint {
                 },
             }
         }
-        let mut sender = self.connect(pool.connect_timeout).await?;
-        let response = sender.send_request(request).await?;
-        self.observe(started);
-        Ok(self.wrap(response, worker, sender, pool, guard))
+        // Boxed: a new connection's state (connect, handshake) is most of this future's size,
+        // which every request would otherwise carry and copy.
+        Box::pin(async move {
+            let mut sender = self.connect(pool.connect_timeout).await?;
+            let response = sender.send_request(request).await?;
+            self.observe(started);
+            Ok(self.wrap(response, worker, sender, pool, guard))
+        })
+        .await
     }
 
     fn observe(&self, started: Option<Instant>) {
