@@ -46,6 +46,9 @@ pub struct RequestRecord {
     pub method: Method,
     pub uri: Uri,
     pub client_ip: IpAddr,
+    /// `client_ip` as text when it is the connection's peer (the text is made once per
+    /// connection); `None` when it came from `X-Forwarded-For`.
+    pub client_ip_text: Option<http::HeaderValue>,
     pub route: Option<Arc<str>>,
     /// The matched route's metrics.
     pub route_metrics: Option<Arc<RouteMetrics>>,
@@ -139,7 +142,10 @@ impl Completion for Exchange {
             &access_log.redact_query_keys,
         );
         let mut ip_buffer = [0u8; IP_TEXT_MAX];
-        let client_ip = format_ip(record.client_ip, &mut ip_buffer);
+        let client_ip = match record.client_ip_text.as_ref().map(|t| t.to_str()) {
+            Some(Ok(text)) => text,
+            _ => format_ip(record.client_ip, &mut ip_buffer),
+        };
         let trace_id = record.trace.as_ref().map(|t| t.trace_id_hex());
         AccessLine {
             request_id: record.request_id.to_str().unwrap_or_default(),

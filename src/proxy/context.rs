@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address (canonical) as text, made once for the connection's requests.
+    pub peer_text: http::HeaderValue,
     pub tls: bool,
     pub activity: std::sync::Arc<ConnActivity>,
 }

@@ -46,12 +46,11 @@ fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
 /// untrusted peer are replaced; from a trusted one, extended (`-For`) or kept (`-Proto`, `-Host`).
 pub fn set_forwarded_headers(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     peer_trusted: bool,
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer = peer.to_canonical();
     let existing = if peer_trusted {
         let joined: Vec<&str> = headers
             .get_all(&XFF)
@@ -62,11 +61,12 @@ pub fn set_forwarded_headers(
     } else {
         None
     };
-    let mut buffer = [0u8; IP_TEXT_MAX];
-    let peer = format_ip(peer, &mut buffer);
     let chain = match existing {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {peer}")),
-        None => HeaderValue::from_str(peer),
+        Some(existing) => HeaderValue::from_str(&format!(
+            "{existing}, {}",
+            peer.to_str().unwrap_or_default()
+        )),
+        None => Ok(peer.clone()),
     };
     if let Ok(value) = chain {
         headers.insert(&XFF, value);
@@ -85,6 +85,13 @@ pub fn set_forwarded_headers(
             }
         }
     }
+}
+
+/// `ip` (canonical: an IPv4-mapped IPv6 address as IPv4) as a header value.
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    let mut buffer = [0u8; IP_TEXT_MAX];
+    HeaderValue::from_str(format_ip(ip.to_canonical(), &mut buffer))
+        .expect("an address's text is a valid header value")
 }
 
 /// Room for any address's text (the longest, an IPv4-mapped IPv6 address, is 45 bytes).
@@ -155,13 +162,14 @@ mod tests {
 
     #[test]
     fn chain_is_replaced_or_extended() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let peer = ip_header_value("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(peer, "10.0.0.1");
         let mut headers = HeaderMap::new();
         headers.insert(&XFF, "1.2.3.4".parse().unwrap());
         headers.insert(&XF_PROTO, "https".parse().unwrap());
         set_forwarded_headers(
             &mut headers,
-            peer,
+            &peer,
             true,
             false,
             Some(&HeaderValue::from_static("a.example")),
@@ -170,7 +178,7 @@ mod tests {
         assert_eq!(headers[&XF_PROTO], "https");
         set_forwarded_headers(
             &mut headers,
-            peer,
+            &peer,
             false,
             false,
             Some(&HeaderValue::from_static("a.example")),

@@ -93,6 +93,9 @@ pub struct Pipeline {
     tracer: Option<Arc<crate::observe::trace::Tracer>>,
     /// `None` when error reporting is off.
     errors: Option<Arc<ErrorReporter>>,
+    /// Whether any route uses the request's host: a host pattern, the CSRF check or a cache
+    /// key. Without one, the host is not worked out.
+    needs_host: bool,
 }
 
 /// State that outlives a reload: the pipeline is rebuilt around it.
@@ -188,6 +191,10 @@ impl Pipeline {
                 .as_ref()
                 .map(crate::observe::trace::Tracer::new),
             errors,
+            needs_host: config
+                .routes
+                .iter()
+                .any(|r| r.host.is_some() || r.security.csrf || r.cache.is_some()),
             config: Arc::new(config),
         })
     }
@@ -219,16 +226,16 @@ impl Pipeline {
 
         // 2. Request id: kept when well-formed, generated otherwise.
         let request_id = request_id::resolve(request.headers());
+        let client_ip =
+            forwarded::client_ip(conn.peer.ip(), request.headers(), &self.trusted_proxies);
         let mut record = RequestRecord {
             request_id: request_id.clone(),
             started: Instant::now(),
             method: request.method().clone(),
             uri: request.uri().clone(),
-            client_ip: forwarded::client_ip(
-                conn.peer.ip(),
-                request.headers(),
-                &self.trusted_proxies,
-            ),
+            client_ip,
+            client_ip_text: (client_ip == conn.peer.ip().to_canonical())
+                .then(|| conn.peer_text.clone()),
             route: None,
             route_metrics: None,
             upstream: None,
@@ -261,10 +268,13 @@ impl Pipeline {
             response = crate::compression::apply(response, negotiated);
         }
         let headers = response.headers_mut();
-        match &outgoing.route {
-            Some(route) => route.config.security.headers.apply(headers),
-            None => self.default_headers.apply(headers),
-        }
+        let security = match &outgoing.route {
+            Some(route) => &route.config.security.headers,
+            None => &self.default_headers,
+        };
+        // Room for every header added below, made at once (the request id, the rate-limit pair).
+        headers.reserve(security.added() + 3 + outgoing.cors.as_ref().map_or(0, HeaderMap::len));
+        security.apply(headers);
         if let Some(cors) = outgoing.cors {
             for (name, value) in cors {
                 match name {
@@ -319,7 +329,11 @@ impl Pipeline {
         check_head(&request, &self.config.server)?;
 
         // 3. Route match; a preflight matches as the method it announces.
-        let host = request_host(request.uri(), request.headers());
+        let host = if self.needs_host {
+            request_host(request.uri(), request.headers())
+        } else {
+            None
+        };
         let method = preflight_method(&request).unwrap_or_else(|| request.method().clone());
         let route = self
             .router
@@ -714,10 +728,12 @@ impl Pipeline {
         parts.version = Version::HTTP_11;
 
         remove_hop_by_hop(&mut parts.headers);
+        // Room for the headers set below, made at once rather than as each one is inserted.
+        parts.headers.reserve(4);
         let peer_trusted = forwarded::is_trusted(conn.peer.ip(), &self.trusted_proxies);
         forwarded::set_forwarded_headers(
             &mut parts.headers,
-            conn.peer.ip(),
+            &conn.peer_text,
             peer_trusted,
             conn.tls,
             original_host.as_ref(),

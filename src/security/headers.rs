@@ -298,6 +298,11 @@ impl HeaderSet {
         }
     }
 
+    /// How many headers [`Self::apply`] sets.
+    pub fn added(&self) -> usize {
+        self.set.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty()
     }

@@ -34,6 +34,7 @@ pub async fn serve(
     let activity = Arc::new(ConnActivity::default());
     let info = Arc::new(ConnInfo {
         peer,
+        peer_text: crate::proxy::forwarded::ip_header_value(peer.ip()),
         tls: tls.is_some(),
         activity: activity.clone(),
     });
