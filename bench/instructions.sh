@@ -2,7 +2,10 @@
 # Instructions per proxied request, counted by callgrind: a measure of rampart's CPU work that
 # does not move with the machine's load, for comparing two builds when req/s rounds swing.
 #
-#   bash bench/instructions.sh [BIN...]        (default: target/release/rampart)
+#   bash bench/instructions.sh [--floor] [BIN...]     (default: target/release/rampart)
+#
+# --floor adds the bare hyper proxy of bench/floor.rs (example `bench-floor`): the least a proxy
+# built on the same crates does per request, to read rampart's own share against.
 #
 # For each binary: starts the bench upstream and the binary under callgrind on
 # bench/rampart.toml (its ports moved to 18090/19990), warms up for 3 s with wrk (8 connections),
@@ -46,11 +49,26 @@ PIDS+=($!)
 sed -E "s/127\.0\.0\.1:18083/127.0.0.1:$PORT/; s/127\.0\.0\.1:19901/127.0.0.1:$ADMIN/" \
   "$ROOT/bench/rampart.toml" >"$TMP/rampart.toml"
 
-(($#)) || set -- "$TARGET_DIR/release/rampart"
+FLOOR_BIN="$TARGET_DIR/release/examples/bench-floor"
+floor=0
+bins=()
+for arg in "$@"; do
+  if [[ "$arg" == --floor ]]; then floor=1; else bins+=("$arg"); fi
+done
+((${#bins[@]})) || bins=("$TARGET_DIR/release/rampart")
+if ((floor)); then
+  [[ -x "$FLOOR_BIN" ]] || { echo "missing $FLOOR_BIN: build with cargo build --release --examples" >&2; exit 1; }
+  bins=("$FLOOR_BIN" "${bins[@]}")
+fi
 printf '%-40s %10s %14s %10s\n' binary requests instructions per-request
-for bin in "$@"; do
+for bin in "${bins[@]}"; do
+  if [[ "$bin" == "$FLOOR_BIN" ]]; then
+    command=("$bin" "127.0.0.1:$PORT" 127.0.0.1:18080)
+  else
+    command=("$bin" serve --config "$TMP/rampart.toml")
+  fi
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.out" \
-    "$bin" serve --config "$TMP/rampart.toml" >/dev/null 2>"$TMP/valgrind.log" &
+    "${command[@]}" >/dev/null 2>"$TMP/valgrind.log" &
   vg=$!
   PIDS+=("$vg")
   for _ in $(seq 120); do
