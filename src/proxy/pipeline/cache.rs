@@ -146,38 +146,12 @@ impl Pipeline {
             let head = parts.method == Method::HEAD;
             let now = now_ms();
             let mut found = cache.lookup_memory(&base, &parts.headers);
-            if let Some(entry) = &found {
-                if entry.times.is_fresh(now) {
-                    return Ok(Lookup::Answer(self.answer(
-                        rc,
-                        cache,
-                        entry,
-                        Outcome::Hit,
-                        parts,
-                        outgoing,
-                        record,
-                    )));
-                }
-                if entry.times.within_swr(now) {
-                    self.revalidate_later(
-                        route,
-                        parts,
-                        &body,
-                        entry,
-                        &origin,
-                        conn,
-                        &record.request_id,
-                    );
-                    return Ok(Lookup::Answer(self.answer(
-                        rc,
-                        cache,
-                        entry,
-                        Outcome::Stale,
-                        parts,
-                        outgoing,
-                        record,
-                    )));
-                }
+            if let Some(entry) = &found
+                && servable(entry, now)
+            {
+                return Ok(Lookup::Answer(self.serve_stored(
+                    route, rc, cache, entry, now, parts, &body, &origin, conn, outgoing, record,
+                )));
             }
             let mut guard = None;
             // HEAD never leads: its upstream answer has no body to store.
@@ -209,40 +183,14 @@ impl Pipeline {
                                 let outcome = if found.is_some() { "hit" } else { "miss" };
                                 trace.store_span("cache lookup", "redis", started, outcome);
                             }
-                            if let Some(entry) = &found {
-                                if entry.times.is_fresh(now) {
-                                    drop(leader);
-                                    return Ok(Lookup::Answer(self.answer(
-                                        rc,
-                                        cache,
-                                        entry,
-                                        Outcome::Hit,
-                                        parts,
-                                        outgoing,
-                                        record,
-                                    )));
-                                }
-                                if entry.times.within_swr(now) {
-                                    drop(leader);
-                                    self.revalidate_later(
-                                        route,
-                                        parts,
-                                        &body,
-                                        entry,
-                                        &origin,
-                                        conn,
-                                        &record.request_id,
-                                    );
-                                    return Ok(Lookup::Answer(self.answer(
-                                        rc,
-                                        cache,
-                                        entry,
-                                        Outcome::Stale,
-                                        parts,
-                                        outgoing,
-                                        record,
-                                    )));
-                                }
+                            if let Some(entry) = &found
+                                && servable(entry, now)
+                            {
+                                drop(leader);
+                                return Ok(Lookup::Answer(self.serve_stored(
+                                    route, rc, cache, entry, now, parts, &body, &origin, conn,
+                                    outgoing, record,
+                                )));
                             }
                         }
                         guard = Some(leader);
@@ -614,6 +562,32 @@ impl Pipeline {
         response
     }
 
+    /// Answers from a [`servable`] entry: a hit while it is fresh, otherwise a stale answer with
+    /// a revalidation started in the background (stale-while-revalidate).
+    #[allow(clippy::too_many_arguments)]
+    fn serve_stored(
+        &self,
+        route: &Arc<Route>,
+        rc: &RouteCache,
+        cache: &Arc<CacheStore>,
+        entry: &Arc<Entry>,
+        now: u64,
+        parts: &http::request::Parts,
+        body: &RequestBody,
+        origin: &Origin,
+        conn: &ConnInfo,
+        outgoing: &Outgoing,
+        record: &mut RequestRecord,
+    ) -> Response<ResponseBody> {
+        let outcome = if entry.times.is_fresh(now) {
+            Outcome::Hit
+        } else {
+            self.revalidate_later(route, parts, body, entry, origin, conn, &record.request_id);
+            Outcome::Stale
+        };
+        self.answer(rc, cache, entry, outcome, parts, outgoing, record)
+    }
+
     /// Stale-while-revalidate: refreshes the entry in the background, once per key at a time,
     /// while this request is answered from the stale entry.
     #[allow(clippy::too_many_arguments)]
@@ -814,6 +788,11 @@ fn refresh(
         stale.origin.clone(),
     );
     Some((Arc::new(entry), vary))
+}
+
+/// Whether a stored entry may answer now: fresh, or stale within stale-while-revalidate.
+fn servable(entry: &Entry, now: u64) -> bool {
+    entry.times.is_fresh(now) || entry.times.within_swr(now)
 }
 
 /// The path of a `Location`-like header value, when it is relative or names the request's host.
