@@ -24,6 +24,13 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         .boxed_unsync()
 }
 
+/// An empty body. It is a zero-sized value, so boxing it allocates nothing.
+pub fn empty() -> ResponseBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// The declared `Content-Length`, if any.
 pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers

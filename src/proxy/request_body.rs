@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::body::{BoxError, ResponseBody, full};
+use super::body::{BoxError, ResponseBody, empty, full};
 
 /// The client sent its body slower than the configured minimum rate.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +210,10 @@ impl RequestBody {
     pub fn into_upstream(self, limits: BodyLimits) -> ResponseBody {
         match self {
             Self::Buffered(bytes) => full(bytes),
-            Self::Streaming(incoming) => guarded(incoming, limits).boxed_unsync(),
+            // A request without a body (most GETs) sends an empty one: nothing to guard, and
+            // nothing allocated for it.
+            Self::Streaming(incoming) if incoming.is_end_stream() => empty(),
+            Self::Streaming(incoming) => guarded(incoming, limits),
         }
     }
 
