@@ -12,41 +12,15 @@
 # medians: requests/s, user and system µs per request. Builds nothing (see bench/instructions.sh).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-UPSTREAM_BIN="$TARGET_DIR/release/examples/bench-upstream"
-FLOOR_BIN="$TARGET_DIR/release/examples/bench-floor"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PORT=18091
 ADMIN=19991
 ROUNDS="${BENCH_ROUNDS:-5}"
 DURATION="${BENCH_DURATION:-8s}"
 TICKS=$(getconf CLK_TCK)
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
-if ((${#missing[@]})); then
-  sudo=()
-  ((EUID == 0)) || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
-[[ -x "$UPSTREAM_BIN" ]] || { echo "missing $UPSTREAM_BIN: build with cargo build --release --examples" >&2; exit 1; }
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-"$UPSTREAM_BIN" 127.0.0.1:18080 2>/dev/null &
-PIDS+=($!)
-sed -E "s/127\.0\.0\.1:18083/127.0.0.1:$PORT/; s/127\.0\.0\.1:19901/127.0.0.1:$ADMIN/" \
-  "$ROOT/bench/rampart.toml" >"$TMP/rampart.toml"
+install_missing wrk nginx
+start_upstream "$PORT" "$ADMIN"
 mkdir -p "$TMP/nginx"
 sed -E "s/127\.0\.0\.1:18081/127.0.0.1:$PORT/" "$ROOT/bench/nginx.conf" >"$TMP/nginx.conf"
 

@@ -16,40 +16,15 @@
 # first. Installs valgrind and wrk when missing (Debian packages).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-UPSTREAM_BIN="$TARGET_DIR/release/examples/bench-upstream"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PORT=18090
 ADMIN=19990
 WARMUP=3s
 MEASURE=6s
 
-missing=()
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v wrk >/dev/null || missing+=(wrk)
-if ((${#missing[@]})); then
-  sudo=()
-  ((EUID == 0)) || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-[[ -x "$UPSTREAM_BIN" ]] || { echo "missing $UPSTREAM_BIN: build with cargo build --release --examples" >&2; exit 1; }
+install_missing valgrind wrk
+start_upstream "$PORT" "$ADMIN"
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-"$UPSTREAM_BIN" 127.0.0.1:18080 2>/dev/null &
-PIDS+=($!)
-sed -E "s/127\.0\.0\.1:18083/127.0.0.1:$PORT/; s/127\.0\.0\.1:19901/127.0.0.1:$ADMIN/" \
-  "$ROOT/bench/rampart.toml" >"$TMP/rampart.toml"
-
-FLOOR_BIN="$TARGET_DIR/release/examples/bench-floor"
 floor=0
 bins=()
 for arg in "$@"; do
