@@ -1,7 +1,7 @@
 //! What the data path knows about the connection a request arrived on.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// One client connection.
@@ -14,28 +14,53 @@ pub struct ConnInfo {
     pub activity: std::sync::Arc<ConnActivity>,
 }
 
-/// Requests in flight and the time of the last one's end, so the connection can be closed when it
-/// has been idle for the idle timeout.
+/// Requests in flight, the time of the last one's end and the protocol, so the connection can be
+/// closed when it has waited too long for a request: a request head (HTTP/1), or any request.
 #[derive(Debug)]
 pub struct ConnActivity {
     opened: Instant,
     in_flight: AtomicUsize,
     last_done_ms: AtomicU64,
+    /// Set by the first HTTP/2 request (or by ALPN): the wait is then bounded by the idle
+    /// timeout only, as streams, not request heads, are what an HTTP/2 client sends.
+    http2: AtomicBool,
 }
 
+/// Which limit an idle connection reaches first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleLimit {
+    /// An HTTP/1 connection (or a new one) has waited for a request head longer than the
+    /// header-read timeout, or the idle timeout if that is shorter. It is cut: nothing is in
+    /// flight, and a graceful close would wait for a head that has begun to arrive.
+    Head,
+    /// An HTTP/2 connection has had no request in flight for the idle timeout. It is closed
+    /// gracefully.
+    Idle,
+}
+
+/// A connection opened now.
 impl Default for ConnActivity {
     fn default() -> Self {
         Self {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         }
     }
 }
 
 impl ConnActivity {
-    pub fn request_started(&self) {
+    /// The connection speaks HTTP/2 (ALPN chose it, or a request came in it).
+    pub fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    pub fn request_started(&self, version: http::Version) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 {
+            self.set_http2();
+        }
     }
 
     pub fn request_done(&self) {
@@ -44,13 +69,22 @@ impl ConnActivity {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// When the connection becomes idle-expired if nothing happens, or `None` while busy.
-    pub fn idle_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
+    /// The limit the connection reaches if no request comes, and when; `None` while a request
+    /// is in flight. Both count from the connection's opening or its last request's end.
+    pub fn idle_limit(
+        &self,
+        idle_timeout: Duration,
+        head_timeout: Duration,
+    ) -> Option<(Instant, IdleLimit)> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed));
-        Some(self.opened + last + idle_timeout)
+        let since = self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed));
+        Some(if self.http2.load(Ordering::Relaxed) {
+            (since + idle_timeout, IdleLimit::Idle)
+        } else {
+            (since + head_timeout.min(idle_timeout), IdleLimit::Head)
+        })
     }
 }
 
@@ -62,8 +96,8 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn start(activity: std::sync::Arc<ConnActivity>) -> Self {
-        activity.request_started();
+    pub fn start(activity: std::sync::Arc<ConnActivity>, version: http::Version) -> Self {
+        activity.request_started(version);
         crate::observe::metrics::in_flight().increment(1.0);
         Self { activity }
     }

@@ -222,7 +222,7 @@ impl Pipeline {
         request: Request<Incoming>,
         conn: &ConnInfo,
     ) -> Response<ObservedBody> {
-        let in_flight = InFlight::start(conn.activity.clone());
+        let in_flight = InFlight::start(conn.activity.clone(), request.version());
 
         // 2. Request id: kept when well-formed, generated otherwise.
         let request_id = request_id::resolve(request.headers());
