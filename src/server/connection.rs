@@ -1,5 +1,6 @@
 //! One client connection: optional TLS handshake, HTTP/1.1 or HTTP/2 (by ALPN or preface), the
-//! protocol limits from config, the idle timeout, and graceful close on shutdown.
+//! protocol limits from config, the header-read and idle timeouts (one lazy timer per connection),
+//! and graceful close on shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
