@@ -590,17 +590,28 @@ async fn oversized_heads_get_431() {
     );
 }
 
-/// How long until the server closes `stream`.
-async fn time_until_closed(mut stream: tokio::net::TcpStream) -> Duration {
+/// Connects to `addr`, sends `sent`, and asserts that the server closes the connection within
+/// `within` of that.
+async fn assert_closed_within(
+    addr: std::net::SocketAddr,
+    sent: &[u8],
+    within: std::ops::Range<Duration>,
+) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent).await.unwrap();
     let started = Instant::now();
     let mut buffer = [0u8; 65536];
-    loop {
+    let waited = loop {
         match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
             Ok(Ok(_)) => continue,
             Err(_) => panic!("connection still open after 10 s"),
         }
-    }
+    };
+    assert!(
+        within.contains(&waited),
+        "closed after {waited:?}, expected {within:?}"
+    );
 }
 
 #[tokio::test]
@@ -616,27 +627,21 @@ async fn idle_and_slow_connections_are_closed() {
     let addr = running.http_addrs[0];
 
     // A keep-alive connection is closed after the idle timeout once its request is done.
-    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let waited = time_until_closed(idle).await;
-    assert!(
-        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1400),
-        "{waited:?}"
-    );
+    assert_closed_within(
+        addr,
+        b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_millis(500)..Duration::from_millis(1400),
+    )
+    .await;
 
     // A client that never finishes its head is cut off at the shorter of the header-read and
     // idle timeouts (here the idle one).
-    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let waited = time_until_closed(slow).await;
-    assert!(
-        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1400),
-        "{waited:?}"
-    );
+    assert_closed_within(
+        addr,
+        b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_millis(500)..Duration::from_millis(1400),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -652,30 +657,21 @@ async fn the_header_read_timeout_bounds_the_wait_for_each_http1_head_but_not_htt
     let addr = running.http_addrs[0];
 
     // HTTP/1.1: a new connection whose head never completes is cut at the header-read timeout.
-    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let waited = time_until_closed(slow).await;
-    assert!(
-        waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
+    assert_closed_within(
+        addr,
+        b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_millis(700)..Duration::from_secs(3),
+    )
+    .await;
 
     // So is one whose next head never completes after a full exchange, long before the idle
     // timeout.
-    let mut keep_alive = tokio::net::TcpStream::connect(addr).await.unwrap();
-    keep_alive
-        .write_all(
-            b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /api/items/2 HTTP/1.1\r\nHost: x\r\n",
-        )
-        .await
-        .unwrap();
-    let waited = time_until_closed(keep_alive).await;
-    assert!(
-        waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
+    assert_closed_within(
+        addr,
+        b"GET /api/items/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /api/items/2 HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_millis(700)..Duration::from_secs(3),
+    )
+    .await;
 
     // HTTP/2 (h2c): a connection idle between requests is held for the idle timeout. One
     // connection, driven by hand: a cut would fail the second request.

@@ -109,3 +109,38 @@ impl Drop for InFlight {
         crate::observe::metrics::in_flight().decrement(1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_waits_for_a_head_at_most_the_shorter_timeout_unless_it_is_http2() {
+        let (idle, head) = (Duration::from_secs(60), Duration::from_secs(10));
+        let activity = ConnActivity::default();
+        let opened = activity.opened;
+        // New (HTTP/1 or not yet known): the head's limit, or the idle one when shorter.
+        assert_eq!(
+            activity.idle_limit(idle, head),
+            Some((opened + head, IdleLimit::Head))
+        );
+        assert_eq!(
+            activity.idle_limit(Duration::from_secs(5), head),
+            Some((opened + Duration::from_secs(5), IdleLimit::Head))
+        );
+        // Busy: no limit.
+        activity.request_started(http::Version::HTTP_11);
+        assert_eq!(activity.idle_limit(idle, head), None);
+        activity.request_done();
+        assert!(matches!(
+            activity.idle_limit(idle, head),
+            Some((_, IdleLimit::Head))
+        ));
+        // An HTTP/2 request: from then on only the idle timeout applies.
+        activity.request_started(http::Version::HTTP_2);
+        activity.request_done();
+        let (at, limit) = activity.idle_limit(idle, head).unwrap();
+        assert_eq!(limit, IdleLimit::Idle);
+        assert!(at >= opened + idle, "{:?}", at - opened);
+    }
+}
