@@ -119,7 +119,7 @@ impl Completion for Exchange {
         access_log
             .window
             .record(now, elapsed, status.is_server_error());
-        drop(in_flight);
+        in_flight.end(now);
         drop(place);
         let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
         route_metrics.finished(

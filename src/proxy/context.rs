@@ -12,6 +12,8 @@ pub struct ConnInfo {
     pub peer_text: http::HeaderValue,
     pub tls: bool,
     pub activity: std::sync::Arc<ConnActivity>,
+    /// The upstream attempts' timer, kept between the connection's requests.
+    pub attempt_timer: crate::proxy::deadline::KeptTimer,
 }
 
 /// Requests in flight, the time of the last one's end and the protocol, so the connection can be
@@ -63,8 +65,9 @@ impl ConnActivity {
         }
     }
 
-    pub fn request_done(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
+    /// A request ended at `now`.
+    pub fn request_done(&self, now: Instant) {
+        let now = now.saturating_duration_since(self.opened).as_millis() as u64;
         self.last_done_ms.store(now, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -93,20 +96,36 @@ impl ConnActivity {
 #[derive(Debug)]
 pub struct InFlight {
     activity: std::sync::Arc<ConnActivity>,
+    ended: bool,
 }
 
 impl InFlight {
     pub fn start(activity: std::sync::Arc<ConnActivity>, version: http::Version) -> Self {
         activity.request_started(version);
         crate::observe::metrics::in_flight().increment(1.0);
-        Self { activity }
+        Self {
+            activity,
+            ended: false,
+        }
+    }
+
+    /// Ends the request at `now`, a clock reading the caller already has.
+    pub fn end(mut self, now: Instant) {
+        self.end_at(now);
+    }
+
+    fn end_at(&mut self, now: Instant) {
+        self.ended = true;
+        self.activity.request_done(now);
+        crate::observe::metrics::in_flight().decrement(1.0);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.activity.request_done();
-        crate::observe::metrics::in_flight().decrement(1.0);
+        if !self.ended {
+            self.end_at(Instant::now());
+        }
     }
 }
 
@@ -131,14 +150,14 @@ mod tests {
         // Busy: no limit.
         activity.request_started(http::Version::HTTP_11);
         assert_eq!(activity.idle_limit(idle, head), None);
-        activity.request_done();
+        activity.request_done(Instant::now());
         assert!(matches!(
             activity.idle_limit(idle, head),
             Some((_, IdleLimit::Head))
         ));
         // An HTTP/2 request: from then on only the idle timeout applies.
         activity.request_started(http::Version::HTTP_2);
-        activity.request_done();
+        activity.request_done(Instant::now());
         let (at, limit) = activity.idle_limit(idle, head).unwrap();
         assert_eq!(limit, IdleLimit::Idle);
         assert!(at >= opened + idle, "{:?}", at - opened);

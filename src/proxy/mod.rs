@@ -4,6 +4,7 @@
 pub mod body;
 mod checks;
 pub mod context;
+pub mod deadline;
 pub mod error;
 pub mod forwarded;
 pub mod headers;

@@ -33,6 +33,7 @@
 mod cache;
 mod call;
 
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -216,12 +217,15 @@ impl Pipeline {
         self.errors.as_ref()
     }
 
-    /// Handles one request to its response head; the body streams afterwards.
+    /// Handles one request to its response head; the body streams afterwards. Never fails:
+    /// errors are answered as responses. The `Result` and the owned arguments make this future
+    /// the connection's service future itself, with no wrapper to construct and copy around it.
     pub async fn handle(
-        &self,
+        self: Arc<Self>,
         request: Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Response<ObservedBody> {
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<ObservedBody>, Infallible> {
+        let conn = &*conn;
         let in_flight = InFlight::start(conn.activity.clone(), request.version());
 
         // 2. Request id: kept when well-formed, generated otherwise.
@@ -314,7 +318,7 @@ impl Pipeline {
             no_route_metrics: self.no_route_metrics.clone(),
             place: outgoing.place,
         };
-        response.map(|body| ObservedBody::new(body, Box::new(exchange)))
+        Ok(response.map(|body| ObservedBody::new(body, Box::new(exchange))))
     }
 
     /// Stages 1 (head limits) and 3–11; any stage may answer early with an error.

@@ -39,14 +39,11 @@ pub async fn serve(
         peer_text: crate::proxy::forwarded::ip_header_value(peer.ip()),
         tls: tls.is_some(),
         activity: activity.clone(),
+        attempt_timer: Default::default(),
     });
     let service = {
         let shared = shared.clone();
-        service_fn(move |request| {
-            let pipeline = shared.pipeline.load_full();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(pipeline.handle(request, &info).await) }
-        })
+        service_fn(move |request| shared.pipeline.load_full().handle(request, info.clone()))
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -657,7 +657,11 @@ impl Pipeline {
             let started = std::time::Instant::now();
             let sent = tokio::time::timeout(
                 timeout,
-                endpoint.send(Request::from_parts(head, full(body)), upstream.pool),
+                endpoint.send(
+                    Request::from_parts(head, full(body)),
+                    upstream.pool,
+                    started,
+                ),
             )
             .await;
             let success = matches!(&sent, Ok(Ok(r)) if r.status().as_u16() < 500);

@@ -24,6 +24,7 @@ use crate::observe::trace::AttemptEnd;
 use crate::proxy::body::{BoxError, ResponseBody, declared_length, full};
 use crate::proxy::checks::read_body;
 use crate::proxy::context::ConnInfo;
+use crate::proxy::deadline::TimedOut;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::remove_hop_by_hop;
 use crate::proxy::request_body::{BodyLimits, RequestBody};
@@ -247,14 +248,18 @@ impl Pipeline {
                 None => route.config.timeout,
             };
             let started = Instant::now();
-            let sent = tokio::time::timeout(
-                timeout,
-                endpoint.send(
-                    Request::from_parts(head, body.into_upstream(a.limits)),
-                    upstream.pool,
-                ),
-            )
-            .await;
+            let sent = a
+                .conn
+                .attempt_timer
+                .timeout_at(
+                    (started + timeout).into(),
+                    endpoint.send(
+                        Request::from_parts(head, body.into_upstream(a.limits)),
+                        upstream.pool,
+                        started,
+                    ),
+                )
+                .await;
             let elapsed = started.elapsed();
             upstream.duration.record(elapsed.as_secs_f64());
 
@@ -283,7 +288,7 @@ impl Pipeline {
                         (Ok(response), None, Some(outcome))
                     }
                 }
-                Err(_) => {
+                Err(TimedOut) => {
                     let error = upstream_failure(
                         upstream,
                         "timeout",

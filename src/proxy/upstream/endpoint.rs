@@ -90,18 +90,20 @@ impl Endpoint {
     }
 
     /// Sends `request` (origin-form URI, `Host` already set). Counts the request in the
-    /// endpoint's load until its response body ends.
+    /// endpoint's load until its response body ends. `now` is the caller's reading of the clock,
+    /// to judge pooled connections' age and start the latency measure by.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<ResponseBody>,
         pool: PoolSettings,
+        now: Instant,
     ) -> Result<Response<PooledBody>, SendError> {
         // Threads that are not workers use pool 0.
         let worker = crate::server::worker::current().unwrap_or(0) % self.pools.len();
         let guard = LoadGuard::new(self.clone());
-        let started = pool.track_latency.then(Instant::now);
+        let started = pool.track_latency.then_some(now);
         let mut request = request;
-        if let Some(mut sender) = self.checkout(worker, pool) {
+        if let Some(mut sender) = self.checkout(worker, pool, now) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     self.observe(started);
@@ -158,10 +160,17 @@ impl Endpoint {
     }
 
     /// A ready idle connection, newest first; closed and expired ones are dropped on the way.
-    fn checkout(&self, worker: usize, pool: PoolSettings) -> Option<SendRequest<ResponseBody>> {
+    fn checkout(
+        &self,
+        worker: usize,
+        pool: PoolSettings,
+        now: Instant,
+    ) -> Option<SendRequest<ResponseBody>> {
         let mut idle = self.pools[worker].lock().unwrap_or_else(|e| e.into_inner());
         while let Some(connection) = idle.pop() {
-            if connection.since.elapsed() < pool.idle_timeout && connection.sender.is_ready() {
+            if now.saturating_duration_since(connection.since) < pool.idle_timeout
+                && connection.sender.is_ready()
+            {
                 return Some(connection.sender);
             }
         }
@@ -172,19 +181,17 @@ impl Endpoint {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.pools[worker].lock().unwrap_or_else(|e| e.into_inner());
         // The oldest sits at the front: drop it once expired, and keep the pool bounded.
         if idle
             .first()
-            .is_some_and(|oldest| oldest.since.elapsed() >= pool.idle_timeout)
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.since) >= pool.idle_timeout)
             || idle.len() >= pool.max_idle
         {
             idle.remove(0);
         }
-        idle.push(IdleConnection {
-            sender,
-            since: Instant::now(),
-        });
+        idle.push(IdleConnection { sender, since: now });
     }
 
     async fn connect(&self, timeout: Duration) -> Result<SendRequest<ResponseBody>, SendError> {
