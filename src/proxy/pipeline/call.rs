@@ -221,25 +221,30 @@ impl Pipeline {
                 ));
             };
             record.attempts += 1;
-            let Some(request) = a.next_request() else {
-                return Err(Failure::Final(ProxyError::BadRequest(
-                    "the request body cannot be sent again",
-                )));
+            let attempt_span;
+            // In a block: the head is borrowed while it is prepared, and a borrowed local keeps
+            // its room in this future's state until its scope ends, past the await below.
+            let upstream_request = {
+                let Some((mut head, body)) = a.next_request() else {
+                    return Err(Failure::Final(ProxyError::BadRequest(
+                        "the request body cannot be sent again",
+                    )));
+                };
+                self.prepare_upstream_head(
+                    &mut head,
+                    route,
+                    &endpoint.host,
+                    a.conn,
+                    &record.request_id,
+                )
+                .map_err(Failure::Final)?;
+                // The attempt's span id goes upstream as the parent in `traceparent`.
+                attempt_span = record
+                    .trace
+                    .as_ref()
+                    .map(|t| t.propagate(&mut head.headers));
+                Request::from_parts(head, body.into_upstream(a.limits))
             };
-            let (mut head, body) = request;
-            self.prepare_upstream_head(
-                &mut head,
-                route,
-                &endpoint.host,
-                a.conn,
-                &record.request_id,
-            )
-            .map_err(Failure::Final)?;
-            // The attempt's span id goes upstream as the parent in `traceparent`.
-            let attempt_span = record
-                .trace
-                .as_ref()
-                .map(|t| t.propagate(&mut head.headers));
             let timeout = match a.deadline {
                 Some(deadline) => route
                     .config
@@ -253,11 +258,7 @@ impl Pipeline {
                 .attempt_timer
                 .timeout_at(
                     (started + timeout).into(),
-                    endpoint.send(
-                        Request::from_parts(head, body.into_upstream(a.limits)),
-                        upstream.pool,
-                        started,
-                    ),
+                    endpoint.send(upstream_request, upstream.pool, started),
                 )
                 .await;
             let elapsed = started.elapsed();

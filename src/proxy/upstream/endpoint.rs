@@ -94,7 +94,7 @@ impl Endpoint {
     /// to judge pooled connections' age and start the latency measure by.
     pub async fn send(
         self: &Arc<Self>,
-        request: Request<ResponseBody>,
+        mut request: Request<ResponseBody>,
         pool: PoolSettings,
         now: Instant,
     ) -> Result<Response<PooledBody>, SendError> {
@@ -102,7 +102,6 @@ impl Endpoint {
         let worker = crate::server::worker::current().unwrap_or(0) % self.pools.len();
         let guard = LoadGuard::new(self.clone());
         let started = pool.track_latency.then_some(now);
-        let mut request = request;
         if let Some(mut sender) = self.checkout(worker, pool, now) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
