@@ -13,7 +13,7 @@ pub struct ConnInfo {
     pub tls: bool,
     pub activity: std::sync::Arc<ConnActivity>,
     /// The upstream attempts' timer, kept between the connection's requests.
-    pub attempt_timer: crate::proxy::deadline::KeptTimer,
+    pub attempt_timer: crate::proxy::attempt_timer::KeptTimer,
 }
 
 /// Requests in flight, the time of the last one's end and the protocol, so the connection can be

@@ -1,10 +1,10 @@
 //! The inbound data path: a request in, a response out. [`pipeline`] lists the lifecycle in order;
 //! the other modules are its parts (routing, upstream client, forwarded headers, errors, bodies).
 
+pub mod attempt_timer;
 pub mod body;
 mod checks;
 pub mod context;
-pub mod deadline;
 pub mod error;
 pub mod forwarded;
 pub mod headers;

@@ -125,32 +125,33 @@ mod tests {
             assert_eq!(Instant::now() - started, wait);
         }
         // A fired timer is kept as well, and moves to the next deadline.
-        let started = Instant::now();
-        let slow = tokio::time::sleep(Duration::from_secs(3));
-        let outcome = kept
-            .timeout_at(started + Duration::from_secs(10), slow)
-            .await;
-        assert_eq!(outcome, Ok(()));
-        assert_eq!(Instant::now() - started, Duration::from_secs(3));
+        finishes_in_time(&kept, Duration::from_secs(3), Duration::from_secs(10)).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_moved_later_is_not_fired_at_the_earlier_one() {
         let kept = KeptTimer::default();
-        // Registers the timer at +10 s, then finishes at once.
+        // Pending once, so that the timer is polled and registered at +10 s, then done.
         let first = kept
-            .timeout_at(Instant::now() + Duration::from_secs(10), async {})
+            .timeout_at(
+                Instant::now() + Duration::from_secs(10),
+                tokio::task::yield_now(),
+            )
             .await;
         assert_eq!(first, Ok(()));
         tokio::time::advance(Duration::from_secs(5)).await;
         // Moved to +5 s + 20 s without the lock; it must outlive the old deadline (+10 s).
+        finishes_in_time(&kept, Duration::from_secs(15), Duration::from_secs(20)).await;
+    }
+
+    /// A future that takes `runs`, under a deadline `limit` away on `kept`: it must finish.
+    async fn finishes_in_time(kept: &KeptTimer, runs: Duration, limit: Duration) {
         let started = Instant::now();
-        let slow = tokio::time::sleep(Duration::from_secs(15));
         let outcome = kept
-            .timeout_at(started + Duration::from_secs(20), slow)
+            .timeout_at(started + limit, tokio::time::sleep(runs))
             .await;
         assert_eq!(outcome, Ok(()));
-        assert_eq!(Instant::now() - started, Duration::from_secs(15));
+        assert_eq!(Instant::now() - started, runs);
     }
 
     #[tokio::test(start_paused = true)]
