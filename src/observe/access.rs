@@ -28,6 +28,8 @@ pub struct AccessLog {
     pub redact_query_keys: Vec<String>,
     /// Rolling statistics fed by every finished request (outlives reloads).
     pub window: Arc<super::window::Window>,
+    /// Where requests that matched no route are counted.
+    pub no_route_metrics: RouteMetrics,
 }
 
 impl AccessLog {
@@ -49,8 +51,7 @@ pub struct RequestRecord {
     /// `client_ip` as text when it is the connection's peer (the text is made once per
     /// connection); `None` when it came from `X-Forwarded-For`.
     pub client_ip_text: Option<http::HeaderValue>,
-    pub route: Option<Arc<str>>,
-    /// The matched route's metrics.
+    /// The matched route's metrics, which also name it ([`Self::route`]).
     pub route_metrics: Option<Arc<RouteMetrics>>,
     pub upstream: Option<Arc<str>>,
     /// Authenticated user, once authentication exists.
@@ -91,6 +92,13 @@ impl RequestBytes {
     }
 }
 
+impl RequestRecord {
+    /// The matched route's name.
+    pub fn route(&self) -> Option<&str> {
+        self.route_metrics.as_deref().map(RouteMetrics::route)
+    }
+}
+
 /// Runs when the response body is done: access log, metrics, connection bookkeeping.
 pub struct Exchange {
     pub record: RequestRecord,
@@ -98,8 +106,6 @@ pub struct Exchange {
     pub access_log: Arc<AccessLog>,
     /// Released when the exchange completes.
     pub in_flight: InFlight,
-    /// Where requests that matched no route are counted.
-    pub no_route_metrics: Arc<RouteMetrics>,
     /// The route's concurrency place (load shedding), freed when the exchange completes.
     pub place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -111,7 +117,6 @@ impl Completion for Exchange {
             status,
             access_log,
             in_flight,
-            no_route_metrics,
             place,
         } = *self;
         let now = Instant::now();
@@ -121,7 +126,10 @@ impl Completion for Exchange {
             .record(now, elapsed, status.is_server_error());
         in_flight.end(now);
         drop(place);
-        let route_metrics = record.route_metrics.as_ref().unwrap_or(&no_route_metrics);
+        let route_metrics = record
+            .route_metrics
+            .as_deref()
+            .unwrap_or(&access_log.no_route_metrics);
         route_metrics.finished(
             &record.method,
             status,
@@ -149,7 +157,7 @@ impl Completion for Exchange {
         let trace_id = record.trace.as_ref().map(|t| t.trace_id_hex());
         AccessLine {
             request_id: record.request_id.to_str().unwrap_or_default(),
-            route: record.route.as_deref(),
+            route: record.route(),
             method: record.method.as_str(),
             path: &path,
             status: status.as_u16(),

@@ -7,11 +7,17 @@
 //! instructions per request and megabytes of buffer at tens of thousands of requests per second.
 //! Here a sample is two relaxed atomic updates into buckets fixed at registration.
 //!
+//! Every worker records every request into the same series, so each series keeps one copy of
+//! its counts per shard, on cache lines of its own, and a thread always writes the same shard:
+//! the workers' updates then do not pass one cache line back and forth between cores (the
+//! atomic operations had been a sixth of the request's completion time). A read adds the
+//! shards up.
+//!
 //! Histograms live in a process-wide registry keyed by name and label, so a reload that builds
 //! its routes again keeps counting into the same ones, as Prometheus expects of a counter.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One histogram family: its name, help text and bucket bounds (upper bounds, ascending).
@@ -24,47 +30,84 @@ pub struct Family {
     pub label: &'static str,
 }
 
-/// One series: counts per bucket (the last one is `+Inf`) and the sum of the samples.
+/// Copies of each series' counts. Threads take shards in turn; more threads than shards share.
+const SHARDS: usize = 8;
+
+/// The shard the current thread writes.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
+/// Sixteen counters on 128 bytes of their own: a line and the neighbour the CPU fetches with it.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Lines([AtomicU64; 16]);
+
+/// One series: per shard, a count per bucket (the last one is `+Inf`), then the sum of the
+/// samples as `f64` bits.
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
-    counts: Box<[AtomicU64]>,
-    /// The sum as `f64` bits.
-    sum: AtomicU64,
+    /// `SHARDS` runs of `lines_per_shard` lines.
+    lines: Box<[Lines]>,
+    lines_per_shard: usize,
 }
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
+        // The buckets, `+Inf` and the sum.
+        let lines_per_shard = (bounds.len() + 2).div_ceil(16);
         Self {
             bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
+            lines: (0..SHARDS * lines_per_shard)
+                .map(|_| Lines(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            lines_per_shard,
         }
+    }
+
+    /// Slot `index` of `shard`: bucket `index`, or the sum after the last bucket.
+    fn slot(&self, shard: usize, index: usize) -> &AtomicU64 {
+        &self.lines[shard * self.lines_per_shard + index / 16].0[index % 16]
     }
 
     /// Counts one sample.
     pub fn record(&self, value: f64) {
+        let shard = shard();
         let bucket = self.bounds.partition_point(|&bound| bound < value);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
+        self.slot(shard, bucket).fetch_add(1, Ordering::Relaxed);
+        // Atomic still: threads beyond `SHARDS` share a shard.
+        let _ = self.slot(shard, self.bounds.len() + 1).fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |bits| Some((f64::from_bits(bits) + value).to_bits()),
+        );
     }
 
     /// Cumulative counts per bound, then the total count, and the sum.
     fn snapshot(&self) -> (Vec<u64>, f64) {
         let mut running = 0;
-        let cumulative = self
-            .counts
-            .iter()
-            .map(|count| {
-                running += count.load(Ordering::Relaxed);
+        let cumulative = (0..=self.bounds.len())
+            .map(|bucket| {
+                running += (0..SHARDS)
+                    .map(|shard| self.slot(shard, bucket).load(Ordering::Relaxed))
+                    .sum::<u64>();
                 running
             })
             .collect();
-        (cumulative, f64::from_bits(self.sum.load(Ordering::Relaxed)))
+        let sum = (0..SHARDS)
+            .map(|shard| {
+                let bits = self
+                    .slot(shard, self.bounds.len() + 1)
+                    .load(Ordering::Relaxed);
+                f64::from_bits(bits)
+            })
+            .sum();
+        (cumulative, sum)
     }
 }
 
@@ -155,5 +198,33 @@ mod tests {
             test_sizes_bytes_sum{route=\"a\\\"b\"} 1000000121.5\n\
             test_sizes_bytes_count{route=\"a\\\"b\"} 6\n\n";
         assert_eq!(text, expected);
+    }
+
+    static SPREAD: Family = Family {
+        name: "test_spread_bytes",
+        help: "Spread.",
+        bounds: &[1.0; 20],
+        label: "route",
+    };
+
+    #[test]
+    fn samples_from_more_threads_than_shards_all_count() {
+        // 21 slots a shard: the sum sits on the second line of each.
+        let series = histogram(&SPREAD, &Arc::from("x"));
+        std::thread::scope(|scope| {
+            for _ in 0..2 * SHARDS + 1 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        series.record(0.5);
+                        series.record(2.0);
+                    }
+                });
+            }
+        });
+        let (cumulative, sum) = series.snapshot();
+        let threads = (2 * SHARDS + 1) as u64;
+        assert_eq!(cumulative[0], threads * 100);
+        assert_eq!(cumulative.last().copied(), Some(threads * 200));
+        assert_eq!(sum, threads as f64 * 100.0 * 2.5);
     }
 }

@@ -272,6 +272,11 @@ impl std::fmt::Debug for RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// The route's name, as its metrics are labelled.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
     pub fn new(route: Arc<str>) -> Self {
         Self {
             duration: histogram(&REQUEST_DURATION, &route),

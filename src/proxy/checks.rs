@@ -29,7 +29,7 @@ pub(super) fn check_origin(
     parts: &http::request::Parts,
     host: Option<&str>,
     client_ip: IpAddr,
-    outgoing: &mut Outgoing,
+    outgoing: &mut Outgoing<'_>,
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     let security = &route.config.security;
     if let Some(cors) = &security.cors {

@@ -78,7 +78,6 @@ pub struct Pipeline {
     upstreams: Vec<Arc<Upstream>>,
     access_log: Arc<AccessLog>,
     trusted_proxies: Vec<IpNet>,
-    no_route_metrics: Arc<RouteMetrics>,
     default_headers: Arc<HeaderSet>,
     /// Block state; outlives reloads (the server hands the same one to every pipeline).
     blocklist: Arc<Blocklist>,
@@ -115,8 +114,9 @@ pub struct Retained {
 
 /// What stage 12 needs to finish any response, the pipeline's own errors included.
 #[derive(Default)]
-pub(super) struct Outgoing {
-    pub(super) route: Option<Arc<Route>>,
+pub(super) struct Outgoing<'p> {
+    /// The matched route, borrowed from the pipeline the request holds.
+    pub(super) route: Option<&'p Route>,
     pub(super) cors: Option<HeaderMap>,
     /// `RateLimit-Policy` and `RateLimit`, once stage 8 ran.
     pub(super) rate_limit: Option<(HeaderValue, HeaderValue)>,
@@ -176,9 +176,9 @@ impl Pipeline {
                 sample: config.log.access_log_sample,
                 window: retained.window.clone(),
                 redact_query_keys,
+                no_route_metrics: RouteMetrics::new(Arc::from("none")),
             }),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            no_route_metrics: Arc::new(RouteMetrics::new(Arc::from("none"))),
             default_headers: config.default_headers.clone(),
             blocklist: retained.blocklist.clone(),
             authenticators,
@@ -240,7 +240,6 @@ impl Pipeline {
             client_ip,
             client_ip_text: (client_ip == conn.peer.ip().to_canonical())
                 .then(|| conn.peer_text.clone()),
-            route: None,
             route_metrics: None,
             upstream: None,
             user: None,
@@ -272,7 +271,7 @@ impl Pipeline {
             response = crate::compression::apply(response, negotiated);
         }
         let headers = response.headers_mut();
-        let security = match &outgoing.route {
+        let security = match outgoing.route {
             Some(route) => &route.config.security.headers,
             None => &self.default_headers,
         };
@@ -315,17 +314,16 @@ impl Pipeline {
             record,
             access_log: self.access_log.clone(),
             in_flight,
-            no_route_metrics: self.no_route_metrics.clone(),
             place: outgoing.place,
         };
         Ok(response.map(|body| ObservedBody::new(body, Box::new(exchange))))
     }
 
     /// Stages 1 (head limits) and 3–11; any stage may answer early with an error.
-    async fn stages(
-        &self,
+    async fn stages<'p>(
+        &'p self,
         record: &mut RequestRecord,
-        outgoing: &mut Outgoing,
+        outgoing: &mut Outgoing<'p>,
         request: Request<Incoming>,
         conn: &ConnInfo,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -339,18 +337,16 @@ impl Pipeline {
             None
         };
         let method = preflight_method(&request).unwrap_or_else(|| request.method().clone());
-        let route = self
+        let route: &Route = self
             .router
             .find(host.as_deref(), request.uri().path(), &method)
-            .ok_or(ProxyError::NoRoute)?
-            .clone();
-        record.route = Some(route.name.clone());
+            .ok_or(ProxyError::NoRoute)?;
         record.route_metrics = Some(route.metrics.clone());
-        outgoing.route = Some(route.clone());
+        outgoing.route = Some(route);
         let security = &route.config.security;
 
         // 4. IP allow/deny lists and the blocklist.
-        self.check_address(&route, record.client_ip).await?;
+        self.check_address(route, record.client_ip).await?;
 
         let (mut parts, body) = request.into_parts();
         for name in &self.identity_headers {
@@ -361,7 +357,7 @@ impl Pipeline {
             .compression
             .as_ref()
             .map(|c| c.negotiate(&parts.method, &parts.headers));
-        let limits = self.body_limits(&route);
+        let limits = self.body_limits(route);
         let mut body = Lingering::new(body);
         let declared = declared_length(&parts.headers);
         record.request_bytes = match declared {
@@ -397,21 +393,21 @@ impl Pipeline {
         };
 
         // 5. Attack-pattern check.
-        self.check_attacks(&route, &parts, &body, record.client_ip)
+        self.check_attacks(route, &parts, &body, record.client_ip)
             .await?;
 
         // 6. CORS (preflights are answered here) and the CSRF origin check.
         if let Some(preflight) =
-            check_origin(&route, &parts, host.as_deref(), record.client_ip, outgoing)?
+            check_origin(route, &parts, host.as_deref(), record.client_ip, outgoing)?
         {
             return Ok(preflight);
         }
 
         // 7. Authentication and claim rules; the identity goes upstream in its headers.
-        self.authenticate(&route, &mut parts, record).await?;
+        self.authenticate(route, &mut parts, record).await?;
 
         // 8. Rate limits and quotas.
-        self.check_limits(&route, &parts, record, outgoing).await?;
+        self.check_limits(route, &parts, record, outgoing).await?;
 
         // 9. Request validation.
         for validation in &validations {
@@ -422,7 +418,7 @@ impl Pipeline {
         let method = parts.method.clone();
         let (step, body) = match self
             .cache_lookup(
-                &route,
+                route,
                 &mut parts,
                 body,
                 limits,
@@ -449,13 +445,12 @@ impl Pipeline {
         // Boxed: the upstream call is the largest state of the request's future, which would
         // otherwise be copied whole each time the future moves (into the connection's slot, into
         // its request scope).
-        let response =
-            Box::pin(self.call_upstream(&route, parts, body, limits, conn, record)).await;
+        let response = Box::pin(self.call_upstream(route, parts, body, limits, conn, record)).await;
 
         // 12. Cache store, or a stale answer when the upstream failed (stale-if-error) or could
         // not be tried (its breaker open: the cache is the route's fallback).
         self.cache_finish(
-            &route,
+            route,
             step,
             &method,
             host.as_deref(),
@@ -629,7 +624,7 @@ impl Pipeline {
         route: &Route,
         parts: &http::request::Parts,
         record: &mut RequestRecord,
-        outgoing: &mut Outgoing,
+        outgoing: &mut Outgoing<'_>,
     ) -> Result<(), ProxyError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());

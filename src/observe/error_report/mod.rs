@@ -146,7 +146,7 @@ impl ErrorReporter {
     fn response_event(&self, report: &ResponseReport<'_>) -> Event<'static> {
         let record = report.record;
         let status = report.status.as_u16();
-        let route = record.route.as_deref().unwrap_or("none");
+        let route = record.route().unwrap_or("none");
         let error_type = record.error.unwrap_or(if status >= 500 {
             "upstream_error"
         } else {

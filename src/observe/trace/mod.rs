@@ -237,7 +237,7 @@ impl RequestTrace {
             let query = redacted.strip_prefix('?').unwrap_or(&redacted).to_owned();
             attributes.push(("url.query", query.into()));
         }
-        if let Some(route) = &record.route {
+        if let Some(route) = record.route() {
             attributes.push(("http.route", route.to_string().into()));
         }
         if let Some(upstream) = &record.upstream {
@@ -258,7 +258,7 @@ impl RequestTrace {
                 .error
                 .map_or_else(|| status_text(status).into(), Cow::Borrowed)
         });
-        let name = match &record.route {
+        let name = match record.route() {
             Some(route) => format!("{} {route}", method.as_str()).into(),
             None => method_name(method),
         };

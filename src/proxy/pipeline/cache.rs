@@ -83,13 +83,13 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn cache_lookup(
         &self,
-        route: &Arc<Route>,
+        route: &Route,
         parts: &mut http::request::Parts,
         body: RequestBody,
         limits: BodyLimits,
         host: Option<&str>,
         record: &mut RequestRecord,
-        outgoing: &Outgoing,
+        outgoing: &Outgoing<'_>,
         conn: &ConnInfo,
     ) -> Result<Lookup, ProxyError> {
         let (Some(rc), Some(cache)) = (&route.cache, &self.cache) else {
@@ -255,7 +255,7 @@ impl Pipeline {
         host: Option<&str>,
         result: Result<Response<ResponseBody>, ProxyError>,
         record: &mut RequestRecord,
-        outgoing: &Outgoing,
+        outgoing: &Outgoing<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         match step {
             CacheStep::Off => result,
@@ -276,7 +276,7 @@ impl Pipeline {
         host: Option<&str>,
         result: Result<Response<ResponseBody>, ProxyError>,
         record: &mut RequestRecord,
-        outgoing: &Outgoing,
+        outgoing: &Outgoing<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let ticket = match step {
             CacheStep::Off => return result,
@@ -468,7 +468,7 @@ impl Pipeline {
         entry: &Arc<Entry>,
         outcome: Outcome,
         parts: &http::request::Parts,
-        outgoing: &Outgoing,
+        outgoing: &Outgoing<'_>,
         record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
         self.answer_parts(
@@ -495,7 +495,7 @@ impl Pipeline {
         outcome: Outcome,
         method: &Method,
         request_headers: &HeaderMap,
-        outgoing: &Outgoing,
+        outgoing: &Outgoing<'_>,
         record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
         rc.count(outcome, &cache.stats);
@@ -567,7 +567,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn serve_stored(
         &self,
-        route: &Arc<Route>,
+        route: &Route,
         rc: &RouteCache,
         cache: &Arc<CacheStore>,
         entry: &Arc<Entry>,
@@ -576,7 +576,7 @@ impl Pipeline {
         body: &RequestBody,
         origin: &Origin,
         conn: &ConnInfo,
-        outgoing: &Outgoing,
+        outgoing: &Outgoing<'_>,
         record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
         let outcome = if entry.times.is_fresh(now) {
@@ -593,7 +593,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn revalidate_later(
         &self,
-        route: &Arc<Route>,
+        route: &Route,
         parts: &http::request::Parts,
         body: &RequestBody,
         entry: &Arc<Entry>,
