@@ -9,9 +9,9 @@
 //!
 //! Every worker records every request into the same series, so each series keeps one copy of
 //! its counts per shard, on cache lines of its own, and a thread always writes the same shard:
-//! the workers' updates then do not pass one cache line back and forth between cores (the
-//! atomic operations had been a sixth of the request's completion time). A read adds the
-//! shards up.
+//! the workers' updates then do not pass one cache line back and forth between cores. (In a
+//! profile, more than a third of the completion's time had landed just after its atomic
+//! operations, these among them.) A read adds the shards up.
 //!
 //! Histograms live in a process-wide registry keyed by name and label, so a reload that builds
 //! its routes again keeps counting into the same ones, as Prometheus expects of a counter.
