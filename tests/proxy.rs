@@ -614,16 +614,24 @@ async fn assert_closed_within(
     );
 }
 
-#[tokio::test]
-async fn idle_and_slow_connections_are_closed() {
+/// rampart in front of the demo app with these `[server]` timeouts (as config text).
+async fn start_with_timeouts(
+    idle_timeout: &str,
+    header_read_timeout: &str,
+) -> rampart::server::Running {
     let app = demo_app().await;
-    let running = start(
+    start(
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"600ms\"\nheader_read_timeout = \"1500ms\"\n{SIMPLE}"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"{idle_timeout}\"\nheader_read_timeout = \"{header_read_timeout}\"\n{SIMPLE}"
         ),
         app,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    let running = start_with_timeouts("600ms", "1500ms").await;
     let addr = running.http_addrs[0];
 
     // A keep-alive connection is closed after the idle timeout once its request is done.
@@ -646,14 +654,7 @@ async fn idle_and_slow_connections_are_closed() {
 
 #[tokio::test]
 async fn the_header_read_timeout_bounds_the_wait_for_each_http1_head_but_not_http2() {
-    let app = demo_app().await;
-    let running = start(
-        &format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"10s\"\nheader_read_timeout = \"800ms\"\n{SIMPLE}"
-        ),
-        app,
-    )
-    .await;
+    let running = start_with_timeouts("10s", "800ms").await;
     let addr = running.http_addrs[0];
 
     // HTTP/1.1: a new connection whose head never completes is cut at the header-read timeout.
