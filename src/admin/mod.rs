@@ -84,6 +84,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         )],
         {
             let mut text = shared.metrics.render();
+            text.push_str(&crate::observe::request_counts::render());
             text.push_str(&crate::observe::histogram::render(
                 crate::observe::metrics::HISTOGRAMS,
             ));

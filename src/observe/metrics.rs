@@ -3,13 +3,14 @@
 //! Names follow Prometheus conventions (prefix `rampart_`, base units, counters end in `_total`);
 //! labels are bounded (route and upstream names from config, never raw paths or user ids).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::histogram::{Family, Histogram, histogram};
+use super::request_counts::{RouteCounts, route_counts};
 
 pub const HTTP_REQUESTS_TOTAL: &str = "rampart_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "rampart_http_request_duration_seconds";
@@ -136,16 +137,6 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 
 fn describe() {
     describe_counter!(
-        HTTP_REQUESTS_TOTAL,
-        "Requests answered, by route, method and status."
-    );
-    describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "Requests being handled now.");
-    describe_counter!(
-        HTTP_RESPONSE_BYTES_TOTAL,
-        Unit::Bytes,
-        "Response body bytes sent to clients, by route."
-    );
-    describe_counter!(
         UPSTREAM_ERRORS_TOTAL,
         "Upstream calls that failed, by upstream and kind (connect, timeout, protocol)."
     );
@@ -256,11 +247,9 @@ fn describe() {
 pub struct RouteMetrics {
     route: Arc<str>,
     duration: Arc<Histogram>,
-    response_bytes: Counter,
     request_body_size: Arc<Histogram>,
     response_body_size: Arc<Histogram>,
-    /// One counter per (method, status) seen; a handful per route, so a list beats a hash map.
-    requests: Mutex<Vec<((&'static str, u16), Counter)>>,
+    counts: Arc<RouteCounts>,
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -280,10 +269,9 @@ impl RouteMetrics {
     pub fn new(route: Arc<str>) -> Self {
         Self {
             duration: histogram(&REQUEST_DURATION, &route),
-            response_bytes: metrics::counter!(HTTP_RESPONSE_BYTES_TOTAL, "route" => route.clone()),
             request_body_size: histogram(&REQUEST_BODY_SIZE, &route),
             response_body_size: histogram(&RESPONSE_BODY_SIZE, &route),
-            requests: Mutex::new(Vec::new()),
+            counts: route_counts(&route),
             route,
         }
     }
@@ -298,24 +286,10 @@ impl RouteMetrics {
         bytes: u64,
     ) {
         self.duration.record(elapsed.as_secs_f64());
-        self.response_bytes.increment(bytes);
         self.request_body_size.record(request_bytes as f64);
         self.response_body_size.record(bytes as f64);
-        let method = method_label(method);
-        let key = (method, status.as_u16());
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, counter)) = requests.iter().find(|(seen, _)| *seen == key) {
-            counter.increment(1);
-            return;
-        }
-        let counter = metrics::counter!(
-            HTTP_REQUESTS_TOTAL,
-            "route" => self.route.clone(),
-            "method" => method,
-            "status" => status.as_u16().to_string(),
-        );
-        counter.increment(1);
-        requests.push((key, counter));
+        self.counts
+            .finished(method_label(method), status.as_u16(), bytes);
     }
 }
 
@@ -336,8 +310,10 @@ pub fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// The in-flight gauge, resolved once.
-pub fn in_flight() -> &'static Gauge {
-    static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
-    IN_FLIGHT.get_or_init(|| metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT))
+/// A label value as the text format quotes it: backslash, double quote and newline escaped.
+pub fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -14,5 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod redact;
+pub mod request_counts;
+pub mod shard;
 pub mod trace;
 pub mod window;

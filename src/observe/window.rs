@@ -6,9 +6,15 @@
 //! A slot is reused when its second comes round again: the first writer of the new second claims
 //! it (compare-and-swap on its second) and zeroes it, so an addition racing that claim at the
 //! second's boundary may be lost. The figures are estimates, as any sampled histogram's are.
+//!
+//! Every worker records every request, so each thread writes a ring of its own shard
+//! ([`super::shard`]), made on its first record; a summary adds up the rings.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use super::shard::Sharded;
 
 /// Seconds kept: 15 minutes and a margin, so the slot being written is never one being read.
 const SLOTS: u64 = 960;
@@ -39,10 +45,11 @@ impl Slot {
     }
 }
 
-/// The ring; one per server, kept across reloads.
+/// The rings; one window per server, kept across reloads.
 pub struct Window {
     origin: Instant,
-    slots: Box<[Slot]>,
+    /// Each shard's ring of [`SLOTS`] slots, made when the shard first records.
+    rings: Sharded<OnceLock<Box<[Slot]>>>,
 }
 
 impl std::fmt::Debug for Window {
@@ -77,7 +84,7 @@ impl Window {
     pub fn new() -> Self {
         Self {
             origin: Instant::now(),
-            slots: (0..SLOTS).map(|_| Slot::new()).collect(),
+            rings: Sharded::default(),
         }
     }
 
@@ -88,7 +95,11 @@ impl Window {
     /// Records one request that finished at `now` after `elapsed`.
     pub fn record(&self, now: Instant, elapsed: Duration, server_error: bool) {
         let second = self.second(now);
-        let slot = &self.slots[(second % SLOTS) as usize];
+        let ring = self
+            .rings
+            .local()
+            .get_or_init(|| (0..SLOTS).map(|_| Slot::new()).collect());
+        let slot = &ring[(second % SLOTS) as usize];
         let seen = slot.second.load(Relaxed);
         if seen < second
             && slot
@@ -117,15 +128,17 @@ impl Window {
         let mut requests = 0;
         let mut errors = 0;
         let mut buckets = [0u64; BUCKETS];
-        for second in first..=last {
-            let slot = &self.slots[(second % SLOTS) as usize];
-            if slot.second.load(Relaxed) != second {
-                continue;
-            }
-            requests += slot.requests.load(Relaxed);
-            errors += slot.errors.load(Relaxed);
-            for (sum, bucket) in buckets.iter_mut().zip(&slot.buckets) {
-                *sum += bucket.load(Relaxed);
+        for ring in self.rings.all().filter_map(OnceLock::get) {
+            for second in first..=last {
+                let slot = &ring[(second % SLOTS) as usize];
+                if slot.second.load(Relaxed) != second {
+                    continue;
+                }
+                requests += slot.requests.load(Relaxed);
+                errors += slot.errors.load(Relaxed);
+                for (sum, bucket) in buckets.iter_mut().zip(&slot.buckets) {
+                    *sum += bucket.load(Relaxed);
+                }
             }
         }
         let errors = errors.min(requests);
@@ -150,19 +163,15 @@ fn upper_bound_ms(bucket: usize) -> f64 {
     FIRST_BOUND_MS * GROWTH.powi(bucket as i32)
 }
 
+/// Every bucket's upper bound, in milliseconds.
+static UPPER_BOUNDS_MS: std::sync::LazyLock<[f64; BUCKETS]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(upper_bound_ms));
+
 fn bucket_of(elapsed: Duration) -> usize {
     let ms = elapsed.as_secs_f64() * 1000.0;
-    if ms <= FIRST_BOUND_MS {
-        return 0;
-    }
-    let index = ((ms / FIRST_BOUND_MS).ln() / GROWTH.ln()).ceil() as usize;
-    // Guard the float rounding at a bound.
-    let index = if index > 0 && ms <= upper_bound_ms(index - 1) {
-        index - 1
-    } else {
-        index
-    };
-    index.min(BUCKETS - 1)
+    // The first bucket whose bound holds it; slower ones go in the last.
+    let bounds = &*UPPER_BOUNDS_MS;
+    bounds[..BUCKETS - 1].partition_point(|&bound| bound < ms)
 }
 
 /// The `q` quantile, interpolated linearly inside its bucket.
@@ -208,7 +217,13 @@ mod tests {
         for micros in (1..200_000u64).step_by(997) {
             let bucket = bucket_of(Duration::from_micros(micros * 10));
             assert!(bucket >= previous);
-            assert!(micros as f64 / 100.0 <= upper_bound_ms(bucket) || bucket == BUCKETS - 1);
+            let ms = micros as f64 / 100.0;
+            assert!(ms <= upper_bound_ms(bucket) || bucket == BUCKETS - 1);
+            // The first such bucket.
+            assert!(
+                bucket == 0 || ms > upper_bound_ms(bucket - 1),
+                "{ms} in {bucket}"
+            );
             previous = bucket;
         }
         assert_eq!(bucket_of(Duration::from_secs(3600)), BUCKETS - 1);
@@ -231,6 +246,26 @@ mod tests {
         assert!((950.0 / GROWTH..=950.0 * GROWTH).contains(&p95), "{p95}");
         assert!((990.0 / GROWTH..=990.0 * GROWTH).contains(&p99), "{p99}");
         assert!(p95 <= p99);
+    }
+
+    #[test]
+    fn records_from_many_threads_add_up() {
+        let window = Window::new();
+        let now = window.origin + Duration::from_secs(3);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        window.record(now, ms(2), false);
+                    }
+                    window.record(now, ms(2), true);
+                });
+            }
+        });
+        window.record(now, ms(2), false);
+        let summary = window.summary(now, Duration::from_secs(1));
+        assert_eq!((summary.requests, summary.errors), (304, 3));
+        assert!(window.rings.all().filter_map(OnceLock::get).count() >= 2);
     }
 
     #[test]

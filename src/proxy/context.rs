@@ -102,7 +102,7 @@ pub struct InFlight {
 impl InFlight {
     pub fn start(activity: std::sync::Arc<ConnActivity>, version: http::Version) -> Self {
         activity.request_started(version);
-        crate::observe::metrics::in_flight().increment(1.0);
+        crate::observe::request_counts::in_flight().started();
         Self {
             activity,
             ended: false,
@@ -117,7 +117,7 @@ impl InFlight {
     fn end_at(&mut self, now: Instant) {
         self.ended = true;
         self.activity.request_done(now);
-        crate::observe::metrics::in_flight().decrement(1.0);
+        crate::observe::request_counts::in_flight().ended();
     }
 }
 

@@ -144,12 +144,11 @@ impl Endpoint {
             let mut body = PooledBody {
                 inner,
                 give_back: Some(GiveBack {
-                    endpoint: self.clone(),
                     worker,
                     sender,
                     pool,
                 }),
-                _load: guard,
+                load: guard,
             };
             if body.inner.is_end_stream() {
                 body.release();
@@ -227,7 +226,8 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Counts one request in the endpoint's load while it lives.
+/// Counts one request in the endpoint's load while it lives; the response body's hold on the
+/// endpoint, to give its connection back to.
 struct LoadGuard(Arc<Endpoint>);
 
 impl LoadGuard {
@@ -243,8 +243,8 @@ impl Drop for LoadGuard {
     }
 }
 
+/// A connection to give back to the endpoint's pool of `worker`.
 struct GiveBack {
-    endpoint: Arc<Endpoint>,
     worker: usize,
     sender: SendRequest<ResponseBody>,
     pool: PoolSettings,
@@ -257,14 +257,14 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         give_back: Option<GiveBack>,
-        _load: LoadGuard,
+        load: LoadGuard,
     }
 }
 
 impl PooledBody {
     fn release(&mut self) {
         if let Some(back) = self.give_back.take() {
-            back.endpoint.give_back(back.worker, back.sender, back.pool);
+            self.load.0.give_back(back.worker, back.sender, back.pool);
         }
     }
 }
@@ -285,7 +285,7 @@ impl Body for PooledBody {
             _ => false,
         };
         if finished && let Some(back) = this.give_back.take() {
-            back.endpoint.give_back(back.worker, back.sender, back.pool);
+            this.load.0.give_back(back.worker, back.sender, back.pool);
         }
         polled
     }
