@@ -1,5 +1,6 @@
 //! Per-thread shards for the figures every worker updates on every request (histograms, request
-//! counters, the in-flight gauge, the rolling window).
+//! counters, the in-flight gauge, the rolling window), and for the shared values whose reference
+//! counts every request would otherwise raise and drop ([`Sharded::from_fn`]).
 //!
 //! A figure that both workers update on every request passes its cache line back and forth
 //! between their cores. Such a figure keeps one copy per shard instead, each on 128 bytes of its
@@ -37,6 +38,16 @@ impl<T: Default> Default for Sharded<T> {
 }
 
 impl<T> Sharded<T> {
+    /// A copy per shard, each made by `make`.
+    ///
+    /// With `T = Arc<U>` and a new `Arc` from each call, this gives every shard a reference
+    /// count of its own: a request can hold a clone of its thread's (a count only that thread
+    /// raises and drops) where a clone of one shared `Arc` would pass its count's cache line
+    /// between the workers twice per request.
+    pub fn from_fn(mut make: impl FnMut() -> T) -> Self {
+        Self((0..SHARDS).map(|_| Padded(make())).collect())
+    }
+
     /// The current thread's copy.
     pub fn local(&self) -> &T {
         &self.0[current()].0

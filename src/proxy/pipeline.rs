@@ -60,6 +60,7 @@ use crate::observe::access::{AccessLog, Exchange, RequestBytes, RequestRecord};
 use crate::observe::error_report::{ErrorReporter, ResponseReport, credential_headers};
 use crate::observe::log_layer::RequestScope;
 use crate::observe::metrics::{self as m, RouteMetrics};
+use crate::observe::shard::Sharded;
 use crate::ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY};
 use crate::ratelimit::policy::KeySource;
 use crate::ratelimit::{LimitState, RateLimiter, Refusal};
@@ -76,7 +77,8 @@ pub struct Pipeline {
     pub config: Arc<Config>,
     router: Router,
     upstreams: Vec<Arc<Upstream>>,
-    access_log: Arc<AccessLog>,
+    /// One `Arc` per thread shard: each request holds its thread's until its body ends.
+    access_log: Sharded<Arc<AccessLog>>,
     trusted_proxies: Vec<IpNet>,
     default_headers: Arc<HeaderSet>,
     /// Block state; outlives reloads (the server hands the same one to every pipeline).
@@ -171,12 +173,14 @@ impl Pipeline {
         Ok(Self {
             router: Router::new(&config.routes, &upstream_names, &retained.upstreams),
             upstreams,
-            access_log: Arc::new(AccessLog {
-                enabled: config.log.access_log,
-                sample: config.log.access_log_sample,
-                window: retained.window.clone(),
-                redact_query_keys,
-                no_route_metrics: RouteMetrics::new(Arc::from("none")),
+            access_log: Sharded::from_fn(|| {
+                Arc::new(AccessLog {
+                    enabled: config.log.access_log,
+                    sample: config.log.access_log_sample,
+                    window: retained.window.clone(),
+                    redact_query_keys: redact_query_keys.clone(),
+                    no_route_metrics: RouteMetrics::new(Arc::from("none")),
+                })
             }),
             trusted_proxies: config.server.trusted_proxies.clone(),
             default_headers: config.default_headers.clone(),
@@ -312,7 +316,7 @@ impl Pipeline {
         let exchange = Exchange {
             status: response.status(),
             record,
-            access_log: self.access_log.clone(),
+            access_log: self.access_log.local().clone(),
             in_flight,
             place: outgoing.place,
         };
@@ -341,7 +345,7 @@ impl Pipeline {
             .router
             .find(host.as_deref(), request.uri().path(), &method)
             .ok_or(ProxyError::NoRoute)?;
-        record.route_metrics = Some(route.metrics.clone());
+        record.route_metrics = Some(route.metrics.local().clone());
         outgoing.route = Some(route);
         let security = &route.config.security;
 

@@ -7,12 +7,15 @@ use http::Method;
 
 use crate::config::RouteConfig;
 use crate::observe::metrics::RouteMetrics;
+use crate::observe::shard::Sharded;
 
 /// A route ready for the data path.
 pub struct Route {
     pub name: Arc<str>,
     pub config: RouteConfig,
-    pub metrics: Arc<RouteMetrics>,
+    /// One `Arc` per thread shard (the same counts behind each): a request's record holds
+    /// its thread's.
+    pub metrics: Sharded<Arc<RouteMetrics>>,
     /// The route's rate-limit policies and their decision counters.
     pub limits: crate::ratelimit::RouteLimits,
     /// `None` when the route does not cache.
@@ -44,7 +47,7 @@ impl Router {
                 let name: Arc<str> = Arc::from(config.name.as_str());
                 let resilience = &config.resilience;
                 Arc::new(Route {
-                    metrics: Arc::new(RouteMetrics::new(name.clone())),
+                    metrics: Sharded::from_fn(|| Arc::new(RouteMetrics::new(name.clone()))),
                     limits: crate::ratelimit::RouteLimits::new(&name, &config.limits),
                     cache: config
                         .cache

@@ -145,7 +145,7 @@ impl Pipeline {
                     "trying the route's fallback upstream"
                 );
             }
-            record.upstream = Some(upstream.name.clone());
+            record.upstream = Some(upstream.record_name.local().clone());
             match self.attempt_upstream(&mut attempts, upstream, record).await {
                 Ok(response) => return Ok(response),
                 Err(failure @ Failure::Final(_)) => return failure.into_result(),
