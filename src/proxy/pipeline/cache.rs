@@ -657,7 +657,8 @@ impl Pipeline {
             let started = std::time::Instant::now();
             let sent = tokio::time::timeout(
                 timeout,
-                endpoint.send(
+                crate::proxy::upstream::Endpoint::send(
+                    &endpoint,
                     Request::from_parts(head, full(body)),
                     upstream.pool,
                     started,

@@ -29,7 +29,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::headers::remove_hop_by_hop;
 use crate::proxy::request_body::{BodyLimits, RequestBody};
 use crate::proxy::router::Route;
-use crate::proxy::upstream::{Endpoint, SendError, Upstream};
+use crate::proxy::upstream::{Endpoint, Held, SendError, Upstream};
 use crate::resilience::breaker::{self, Outcome};
 use crate::resilience::retry::RetryPolicy;
 
@@ -191,7 +191,7 @@ impl Pipeline {
             .retry
             .as_ref()
             .map_or(&DEFAULT_FAILURE_STATUSES, |r| &r.settings.statuses);
-        let mut avoid: Option<Arc<Endpoint>> = None;
+        let mut avoid: Option<Held> = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -258,7 +258,7 @@ impl Pipeline {
                 .attempt_timer
                 .timeout_at(
                     (started + timeout).into(),
-                    endpoint.send(upstream_request, upstream.pool, started),
+                    Endpoint::send(&endpoint, upstream_request, upstream.pool, started),
                 )
                 .await;
             let elapsed = started.elapsed();

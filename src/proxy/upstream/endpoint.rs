@@ -37,6 +37,11 @@ pub fn label(authority: &str, addr: std::net::SocketAddr) -> String {
     }
 }
 
+/// A request's hold on an endpoint: a clone of its thread's handle ([`super::Member`]), whose
+/// reference count only that thread touches, where a clone of the endpoint's own `Arc` would
+/// pass that count's cache line between the workers on every request.
+pub type Held = Arc<Arc<Endpoint>>;
+
 /// Pool limits, from the upstream's config (the latest pipeline's).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -45,6 +50,9 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Fold each response time into the endpoint's moving average (`peak_ewma` only).
     pub track_latency: bool,
+    /// Count requests in flight in the endpoint's load (`least_requests` and `peak_ewma`,
+    /// the balancers that read it).
+    pub track_load: bool,
 }
 
 struct IdleConnection {
@@ -89,24 +97,26 @@ impl Endpoint {
         self.health.target()
     }
 
-    /// Sends `request` (origin-form URI, `Host` already set). Counts the request in the
-    /// endpoint's load until its response body ends. `now` is the caller's reading of the clock,
-    /// to judge pooled connections' age and start the latency measure by.
+    /// Sends `request` (origin-form URI, `Host` already set) to the endpoint `held`. Counts the
+    /// request in the endpoint's load until its response body ends, when `pool` says the
+    /// balancer reads it. `now` is the caller's reading of the clock, to judge pooled
+    /// connections' age and start the latency measure by.
     pub async fn send(
-        self: &Arc<Self>,
+        held: &Held,
         mut request: Request<ResponseBody>,
         pool: PoolSettings,
         now: Instant,
     ) -> Result<Response<PooledBody>, SendError> {
+        let this: &Endpoint = held;
         // Threads that are not workers use pool 0.
-        let worker = crate::server::worker::current().unwrap_or(0) % self.pools.len();
-        let guard = LoadGuard::new(self.clone());
+        let worker = crate::server::worker::current().unwrap_or(0) % this.pools.len();
+        let guard = LoadGuard::new(held.clone(), pool.track_load);
         let started = pool.track_latency.then_some(now);
-        if let Some(mut sender) = self.checkout(worker, pool, now) {
+        if let Some(mut sender) = this.checkout(worker, pool, now) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.observe(started);
-                    return Ok(self.wrap(response, worker, sender, pool, guard));
+                    this.observe(started);
+                    return Ok(this.wrap(response, worker, sender, pool, guard));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Never written: the pooled connection was already closing. Use a new one.
@@ -118,10 +128,10 @@ impl Endpoint {
         // Boxed: a new connection's state (connect, handshake) is most of this future's size,
         // which every request would otherwise carry and copy.
         Box::pin(async move {
-            let mut sender = self.connect(pool.connect_timeout).await?;
+            let mut sender = this.connect(pool.connect_timeout).await?;
             let response = sender.send_request(request).await?;
-            self.observe(started);
-            Ok(self.wrap(response, worker, sender, pool, guard))
+            this.observe(started);
+            Ok(this.wrap(response, worker, sender, pool, guard))
         })
         .await
     }
@@ -133,7 +143,7 @@ impl Endpoint {
     }
 
     fn wrap(
-        self: &Arc<Self>,
+        &self,
         response: Response<Incoming>,
         worker: usize,
         sender: SendRequest<ResponseBody>,
@@ -226,20 +236,27 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Counts one request in the endpoint's load while it lives; the response body's hold on the
-/// endpoint, to give its connection back to.
-struct LoadGuard(Arc<Endpoint>);
+/// The response body's hold on the endpoint, to give its connection back to; counts the
+/// request in the endpoint's load while it lives, when the balancer reads that.
+struct LoadGuard {
+    endpoint: Held,
+    counted: bool,
+}
 
 impl LoadGuard {
-    fn new(endpoint: Arc<Endpoint>) -> Self {
-        endpoint.load.started();
-        Self(endpoint)
+    fn new(endpoint: Held, counted: bool) -> Self {
+        if counted {
+            endpoint.load.started();
+        }
+        Self { endpoint, counted }
     }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.0.load.finished();
+        if self.counted {
+            self.endpoint.load.finished();
+        }
     }
 }
 
@@ -264,7 +281,9 @@ pin_project_lite::pin_project! {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(back) = self.give_back.take() {
-            self.load.0.give_back(back.worker, back.sender, back.pool);
+            self.load
+                .endpoint
+                .give_back(back.worker, back.sender, back.pool);
         }
     }
 }
@@ -285,7 +304,9 @@ impl Body for PooledBody {
             _ => false,
         };
         if finished && let Some(back) = this.give_back.take() {
-            this.load.0.give_back(back.worker, back.sender, back.pool);
+            this.load
+                .endpoint
+                .give_back(back.worker, back.sender, back.pool);
         }
         polled
     }

@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
-pub use endpoint::{Endpoint, PoolSettings, PooledBody};
+pub use endpoint::{Endpoint, Held, PoolSettings, PooledBody};
 pub use registry::UpstreamRegistry;
 
 use crate::config::UpstreamConfig;
 use crate::observe::metrics::UPSTREAM_DURATION;
+use crate::observe::shard::Sharded;
 use crate::proxy::body::BoxError;
 use crate::resilience::balance::{self, Candidate, Load};
 use crate::resilience::breaker::Breaker;
@@ -59,6 +60,18 @@ pub enum NoneHealthy {
 pub struct Member {
     pub endpoint: Arc<Endpoint>,
     pub weight: u32,
+    /// What requests hold the endpoint by: one handle per thread shard ([`endpoint::Held`]).
+    held: Sharded<Held>,
+}
+
+impl Member {
+    pub fn new(endpoint: Arc<Endpoint>, weight: u32) -> Self {
+        Self {
+            held: Sharded::from_fn(|| Arc::new(endpoint.clone())),
+            endpoint,
+            weight,
+        }
+    }
 }
 
 impl Candidate for Member {
@@ -129,6 +142,7 @@ impl Upstream {
                 max_idle: config.pool_max_idle,
                 idle_timeout: config.pool_idle_timeout,
                 track_latency: config.balance == balance::Balance::PeakEwma,
+                track_load: config.balance != balance::Balance::RoundRobin,
             },
             passive: config.targets.len() > 1 || config.targets.iter().any(|t| t.ip.is_none()),
             registry: registry.clone(),
@@ -150,7 +164,7 @@ impl Upstream {
 
     /// An endpoint for the next attempt, avoiding `avoid` (the last one that failed) when
     /// another is available; `None` when none is (and `when_none_healthy = "fail"`).
-    pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Option<Arc<Endpoint>> {
+    pub fn pick(&self, avoid: Option<&Held>) -> Option<Held> {
         let members = self.members.load();
         let avoid = avoid.and_then(|a| {
             members
@@ -163,13 +177,13 @@ impl Upstream {
             .balance
             .pick(&members.list, &members.schedule, &self.next, avoid);
         match picked {
-            Some(i) => Some(members.list[i].endpoint.clone()),
+            Some(i) => Some(members.list[i].held.local().clone()),
             None if self.config.when_none_healthy == NoneHealthy::TryAnyway
                 && !members.list.is_empty() =>
             {
                 let i = members.schedule
                     [self.next.fetch_add(1, Ordering::Relaxed) % members.schedule.len()];
-                Some(members.list[i].endpoint.clone())
+                Some(members.list[i].held.local().clone())
             }
             None => None,
         }

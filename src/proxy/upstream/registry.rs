@@ -75,10 +75,7 @@ impl UpstreamRegistry {
                     .iter()
                     .any(|m: &Member| Arc::ptr_eq(&m.endpoint, &endpoint))
                 {
-                    list.push(Member {
-                        endpoint,
-                        weight: target.weight,
-                    });
+                    list.push(Member::new(endpoint, target.weight));
                 }
             }
         }
