@@ -116,6 +116,19 @@ async fn spawn_rampart(
     extra_server: &str,
     args: &[&str],
 ) -> Process {
+    start_rampart(routes, app, extra_server, |config, log| {
+        spawn_serve(config, log, args)
+    })
+    .await
+}
+
+/// Writes the config and starts rampart on it with `spawn(config, log)`.
+async fn start_rampart(
+    routes: &str,
+    app: std::net::SocketAddr,
+    extra_server: &str,
+    spawn: impl FnOnce(&std::path::Path, &std::path::Path) -> std::process::Child,
+) -> Process {
     let dir = tempfile::tempdir().unwrap();
     let (proxy, admin) = (free_port(), free_port());
     let config = dir.path().join("rampart.toml");
@@ -125,7 +138,7 @@ async fn spawn_rampart(
     )
     .unwrap();
     let log = dir.path().join("rampart.log");
-    let child = spawn_serve(&config, &log, args);
+    let child = spawn(&config, &log);
     let process = Process {
         child,
         log,
@@ -203,6 +216,66 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
         log.contains("server.listen[0]"),
         "the refusal names the key: {log}"
     );
+}
+
+/// Sends a request with the id `id` and returns its status.
+async fn request_with_id(url: &str, id: &str) -> u16 {
+    client()
+        .get(url)
+        .header("x-request-id", id)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_reload_applies_its_log_level_to_the_access_line() {
+    let app = demo_app().await;
+    // The config's level, not `RAMPART_LOG`, decides.
+    let process = start_rampart(SIMPLE, app, "", |config, log| {
+        let mut command = serve_command(config, log, &[]);
+        command.env_remove("RAMPART_LOG").spawn().unwrap()
+    })
+    .await;
+    let (proxy_port, admin_port) = (
+        process.proxy.rsplit(':').next().unwrap().parse().unwrap(),
+        process.admin.rsplit(':').next().unwrap().parse().unwrap(),
+    );
+    let url = format!("{}/api/items", process.proxy);
+    let new_url = format!("{}/new", process.proxy);
+    assert_eq!(request_with_id(&url, "before-the-reload").await, 200);
+    eventually("the access line at info", async || {
+        process.log_text().contains("before-the-reload")
+    })
+    .await;
+
+    // At warn (the reload adds a route, to tell when it is done), requests log no line.
+    let reload = |routes: String| {
+        std::fs::write(
+            &process.config,
+            file_config(&routes, app, proxy_port, admin_port, ""),
+        )
+        .unwrap();
+        send_signal(&process.child, "HUP");
+    };
+    reload(format!("[log]\nlevel = \"warn\"\n{TWO_ROUTES}"));
+    eventually("the reload at warn", async || status(&new_url).await == 200).await;
+    // The level is set just after the new routes serve.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(request_with_id(&url, "at-warn").await, 200);
+
+    // Back at info (the added route goes away): lines again.
+    reload(SIMPLE.to_owned());
+    eventually("the reload at info", async || status(&new_url).await == 404).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(request_with_id(&url, "at-info-again").await, 200);
+    eventually("the access line at info again", async || {
+        process.log_text().contains("at-info-again")
+    })
+    .await;
+    let log = process.log_text();
+    assert!(!log.contains("at-warn"), "no access line at warn: {log}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::{Method, StatusCode, Uri};
@@ -179,6 +180,56 @@ impl Completion for Exchange {
 
 const TARGET: &str = "rampart::access";
 
+/// Whether the log filter enables the access line, asked once per filter instead of once per
+/// request: the filter sits behind the lock that lets a reload replace it, and asking takes that
+/// lock, which every worker would then take (and pass between cores) on every request.
+static ACCESS_ENABLED: FilterAnswer = FilterAnswer::new();
+
+/// To be called when the log filter has been replaced: the access line asks it again.
+pub fn filter_changed() {
+    ACCESS_ENABLED.forget();
+}
+
+/// A yes/no answer of the log filter, kept until [`Self::forget`]. The answer is stored with
+/// the generation it was asked in, so an answer of the old filter that races a change is not
+/// kept.
+struct FilterAnswer(AtomicU64);
+
+const UNKNOWN: u64 = 0;
+const YES: u64 = 1;
+const NO: u64 = 2;
+
+impl FilterAnswer {
+    const fn new() -> Self {
+        Self(AtomicU64::new(UNKNOWN))
+    }
+
+    fn get(&self, ask: impl FnOnce() -> bool) -> bool {
+        let seen = self.0.load(Ordering::Acquire);
+        match seen & 3 {
+            YES => true,
+            NO => false,
+            _ => {
+                let answer = ask();
+                let known = (seen & !3) | if answer { YES } else { NO };
+                let _ = self
+                    .0
+                    .compare_exchange(seen, known, Ordering::AcqRel, Ordering::Relaxed);
+                answer
+            }
+        }
+    }
+
+    /// The next [`Self::get`] asks again (a new generation).
+    fn forget(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                Some((state & !3).wrapping_add(4) | UNKNOWN)
+            });
+    }
+}
+
 /// One access-log line's fields, in the order they are written; `None` ones are left out.
 #[derive(Debug)]
 struct AccessLine<'a> {
@@ -207,7 +258,7 @@ impl AccessLine<'_> {
     fn write(&self) {
         match DirectSinks::get() {
             Some(sinks) => {
-                if tracing::enabled!(target: TARGET, Level::INFO) {
+                if ACCESS_ENABLED.get(|| tracing::enabled!(target: TARGET, Level::INFO)) {
                     sinks.write(Level::INFO, TARGET, |line| self.fields(line));
                 }
             }
@@ -306,6 +357,32 @@ mod tests {
                 "{style:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_filter_is_asked_once_until_it_changes_and_a_racing_old_answer_is_dropped() {
+        let answer = FilterAnswer::new();
+        let asked = std::cell::Cell::new(0);
+        let ask = |value: bool| {
+            asked.set(asked.get() + 1);
+            value
+        };
+        assert!(answer.get(|| ask(true)));
+        assert!(answer.get(|| ask(false)));
+        assert_eq!(asked.get(), 1);
+        answer.forget();
+        assert!(!answer.get(|| ask(false)));
+        assert!(!answer.get(|| ask(true)));
+        assert_eq!(asked.get(), 2);
+        // The filter changes while a request is asking the old one: its answer is used for
+        // that request only, and the next one asks again.
+        answer.forget();
+        assert!(answer.get(|| {
+            answer.forget();
+            ask(true)
+        }));
+        assert!(!answer.get(|| ask(false)));
+        assert_eq!(asked.get(), 4);
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl LogHandle {
         }
         if let Ok(filter) = EnvFilter::builder().parse(level) {
             let _ = self.filter.reload(filter);
+            super::access::filter_changed();
         }
     }
 }

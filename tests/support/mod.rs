@@ -122,17 +122,25 @@ pub fn binary() -> &'static str {
 
 /// Runs `rampart serve --config path` with its stdout captured to `log`.
 pub fn spawn_serve(config_path: &Path, log: &Path, extra: &[&str]) -> Child {
+    serve_command(config_path, log, extra)
+        .spawn()
+        .expect("rampart binary runs")
+}
+
+/// The command [`spawn_serve`] runs: `RAMPART_LOG=info` pins the level (remove it to let the
+/// config's `[log] level` apply).
+pub fn serve_command(config_path: &Path, log: &Path, extra: &[&str]) -> Command {
     let stdout = std::fs::File::create(log).unwrap();
-    Command::new(binary())
+    let mut command = Command::new(binary());
+    command
         .arg("serve")
         .arg("--config")
         .arg(config_path)
         .args(extra)
         .env("RAMPART_LOG", "info")
         .stdout(stdout)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("rampart binary runs")
+        .stderr(Stdio::inherit());
+    command
 }
 
 /// A free port number (bound then released).
