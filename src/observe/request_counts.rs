@@ -125,38 +125,55 @@ pub fn render() -> String {
     let mut out = String::new();
     if !totals.is_empty() {
         let name = HTTP_REQUESTS_TOTAL;
-        let _ = writeln!(
-            out,
-            "# HELP {name} Requests answered, by route, method and status."
+        family(
+            &mut out,
+            name,
+            "counter",
+            "Requests answered, by route, method and status.",
+            |out| {
+                for (route, counts) in &totals {
+                    for ((method, status), count) in &counts.requests {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
+                        );
+                    }
+                }
+            },
         );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for (route, counts) in &totals {
-            for ((method, status), count) in &counts.requests {
-                let _ = writeln!(
-                    out,
-                    "{name}{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
-                );
-            }
-        }
-        out.push('\n');
         let name = HTTP_RESPONSE_BYTES_TOTAL;
-        let _ = writeln!(
-            out,
-            "# HELP {name} Response body bytes sent to clients, by route."
+        family(
+            &mut out,
+            name,
+            "counter",
+            "Response body bytes sent to clients, by route.",
+            |out| {
+                for (route, counts) in &totals {
+                    let bytes = counts.response_bytes;
+                    let _ = writeln!(out, "{name}{{route=\"{route}\"}} {bytes}");
+                }
+            },
         );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for (route, counts) in &totals {
-            let bytes = counts.response_bytes;
-            let _ = writeln!(out, "{name}{{route=\"{route}\"}} {bytes}");
-        }
-        out.push('\n');
     }
     let name = HTTP_REQUESTS_IN_FLIGHT;
-    let _ = writeln!(out, "# HELP {name} Requests being handled now.");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    let _ = writeln!(out, "{name} {}", in_flight().get());
-    out.push('\n');
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Requests being handled now.",
+        |out| {
+            let _ = writeln!(out, "{name} {}", in_flight().get());
+        },
+    );
     out
+}
+
+/// One family: its help and type lines, the samples `samples` writes, and a blank line.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl FnOnce(&mut String)) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    samples(out);
+    out.push('\n');
 }
 
 #[cfg(test)]
