@@ -156,8 +156,12 @@ async fn start_rampart(
 }
 
 async fn status(url: &str) -> u16 {
-    client()
-        .get(url)
+    status_of(client().get(url)).await
+}
+
+/// The status `request` is answered with; 0 when it fails.
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request
         .send()
         .await
         .map(|r| r.status().as_u16())
@@ -220,13 +224,7 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
 
 /// Sends a request with the id `id` and returns its status.
 async fn request_with_id(url: &str, id: &str) -> u16 {
-    client()
-        .get(url)
-        .header("x-request-id", id)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    status_of(client().get(url).header("x-request-id", id)).await
 }
 
 #[tokio::test]

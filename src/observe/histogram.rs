@@ -12,14 +12,15 @@
 //! back and forth between cores. (In a profile, more than a third of the completion's time had
 //! landed just after its atomic operations, these among them.) A read adds the shards up.
 //!
-//! Histograms live in a process-wide registry keyed by name and label, so a reload that builds
-//! its routes again keeps counting into the same ones, as Prometheus expects of a counter.
+//! Histograms live in a process-wide registry ([`super::registry`]) keyed by name and label, so
+//! a reload that builds its routes again keeps counting into the same ones.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use super::shard::{self, Padded, SHARDS};
+use super::registry::Registry;
+use super::shard::{Padded, Sharded};
 
 /// One histogram family: its name, help text and bucket bounds (upper bounds, ascending).
 #[derive(Debug)]
@@ -35,42 +36,41 @@ pub struct Family {
 type Lines = Padded<[AtomicU64; 16]>;
 
 /// One series: per shard, a count per bucket (the last one is `+Inf`), then the sum of the
-/// samples as `f64` bits.
+/// samples as `f64` bits, on lines of the shard's own.
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
-    /// `SHARDS` runs of `lines_per_shard` lines.
-    lines: Box<[Lines]>,
-    lines_per_shard: usize,
+    lines: Sharded<Box<[Lines]>>,
 }
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
         // The buckets, `+Inf` and the sum.
-        let lines_per_shard = (bounds.len() + 2).div_ceil(16);
+        let lines = (bounds.len() + 2).div_ceil(16);
         Self {
             bounds,
-            lines: (0..SHARDS * lines_per_shard)
-                .map(|_| Padded(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-            lines_per_shard,
+            lines: Sharded::from_fn(|| {
+                (0..lines)
+                    .map(|_| Padded(std::array::from_fn(|_| AtomicU64::new(0))))
+                    .collect()
+            }),
         }
     }
 
-    /// Slot `index` of `shard`: bucket `index`, or the sum after the last bucket.
-    fn slot(&self, shard: usize, index: usize) -> &AtomicU64 {
-        &self.lines[shard * self.lines_per_shard + index / 16].0[index % 16]
+    /// Slot `index` of a shard's lines: bucket `index`, or the sum after the last bucket.
+    fn slot(lines: &[Lines], index: usize) -> &AtomicU64 {
+        &lines[index / 16].0[index % 16]
     }
 
     /// Counts one sample.
     pub fn record(&self, value: f64) {
-        let shard = shard::current();
+        let lines = self.lines.local();
         // The bounds ascend, so the number below the value is its bucket: counted without the
         // branches of a binary search, which a stream of varied samples mispredicts.
         let bucket = self.bounds.iter().filter(|&&bound| bound < value).count();
-        self.slot(shard, bucket).fetch_add(1, Ordering::Relaxed);
-        // Atomic still: threads beyond `SHARDS` share a shard.
-        let _ = self.slot(shard, self.bounds.len() + 1).fetch_update(
+        Self::slot(lines, bucket).fetch_add(1, Ordering::Relaxed);
+        // Atomic still: threads beyond `shard::SHARDS` share a shard.
+        let _ = Self::slot(lines, self.bounds.len() + 1).fetch_update(
             Ordering::Relaxed,
             Ordering::Relaxed,
             |bits| Some((f64::from_bits(bits) + value).to_bits()),
@@ -82,51 +82,52 @@ impl Histogram {
         let mut running = 0;
         let cumulative = (0..=self.bounds.len())
             .map(|bucket| {
-                running += (0..SHARDS)
-                    .map(|shard| self.slot(shard, bucket).load(Ordering::Relaxed))
+                running += self
+                    .lines
+                    .all()
+                    .map(|lines| Self::slot(lines, bucket).load(Ordering::Relaxed))
                     .sum::<u64>();
                 running
             })
             .collect();
-        let sum = (0..SHARDS)
-            .map(|shard| {
-                let bits = self
-                    .slot(shard, self.bounds.len() + 1)
-                    .load(Ordering::Relaxed);
-                f64::from_bits(bits)
+        let sum = self
+            .lines
+            .all()
+            .map(|lines| {
+                f64::from_bits(Self::slot(lines, self.bounds.len() + 1).load(Ordering::Relaxed))
             })
             .sum();
         (cumulative, sum)
     }
 }
 
-type Series = (&'static Family, Arc<str>, Arc<Histogram>);
+/// A series' key: its family (by address) and label value.
+struct SeriesKey(&'static Family, Arc<str>);
 
-/// Every series registered so far, in registration order.
-static REGISTRY: Mutex<Vec<Series>> = Mutex::new(Vec::new());
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0) && self.1 == other.1
+    }
+}
+
+/// Every series registered so far.
+static REGISTRY: Registry<SeriesKey, Histogram> = Registry::new();
 
 /// The series of `family` for `label_value`, registered on first use.
 pub fn histogram(family: &'static Family, label_value: &Arc<str>) -> Arc<Histogram> {
-    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, histogram)) = registry
-        .iter()
-        .find(|(f, value, _)| std::ptr::eq(*f, family) && value == label_value)
-    {
-        return histogram.clone();
-    }
-    let histogram = Arc::new(Histogram::new(family.bounds));
-    registry.push((family, label_value.clone(), histogram.clone()));
-    histogram
+    REGISTRY.get_or_insert(SeriesKey(family, label_value.clone()), || {
+        Histogram::new(family.bounds)
+    })
 }
 
 /// Every registered series in Prometheus text format, families in the order of `families`.
 pub fn render(families: &[&'static Family]) -> String {
-    let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let registry = REGISTRY.lock();
     let mut out = String::new();
     for family in families {
         let series: Vec<_> = registry
             .iter()
-            .filter(|(f, _, _)| std::ptr::eq(*f, *family))
+            .filter(|(key, _)| std::ptr::eq(key.0, *family))
             .collect();
         if series.is_empty() {
             continue;
@@ -134,7 +135,7 @@ pub fn render(families: &[&'static Family]) -> String {
         let name = family.name;
         let _ = writeln!(out, "# HELP {name} {}", family.help);
         let _ = writeln!(out, "# TYPE {name} histogram");
-        for (_, value, histogram) in series {
+        for (SeriesKey(_, value), histogram) in series {
             let label = format!(
                 "{}=\"{}\"",
                 family.label,
@@ -157,6 +158,7 @@ pub fn render(families: &[&'static Family]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::shard::SHARDS;
 
     static SIZES: Family = Family {
         name: "test_sizes_bytes",

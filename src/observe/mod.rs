@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod redact;
+pub mod registry;
 pub mod request_counts;
 pub mod shard;
 pub mod trace;

@@ -6,7 +6,7 @@
 //! method and status took a lock that both workers wanted on every request. Here a request
 //! updates its own thread's shard only.
 //!
-//! Counts live in a process-wide registry keyed by route name, so a reload that builds its
+//! Counts live in a process-wide registry ([`super::registry`]) keyed by route name, so a reload that builds its
 //! routes again keeps counting into the same ones, as Prometheus expects of a counter.
 
 use std::fmt::Write as _;
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::metrics::{
     HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, HTTP_RESPONSE_BYTES_TOTAL, escape_label,
 };
+use super::registry::Registry;
 use super::shard::Sharded;
 
 /// A request's method label and status.
@@ -70,18 +71,12 @@ impl RouteCounts {
     }
 }
 
-/// Every route's counts registered so far, in registration order.
-static REGISTRY: Mutex<Vec<(Arc<str>, Arc<RouteCounts>)>> = Mutex::new(Vec::new());
+/// Every route's counts registered so far.
+static REGISTRY: Registry<Arc<str>, RouteCounts> = Registry::new();
 
 /// The counts of `route`, registered on first use.
 pub fn route_counts(route: &Arc<str>) -> Arc<RouteCounts> {
-    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, counts)) = registry.iter().find(|(name, _)| name == route) {
-        return counts.clone();
-    }
-    let counts = Arc::new(RouteCounts::default());
-    registry.push((route.clone(), counts.clone()));
-    counts
+    REGISTRY.get_or_insert(route.clone(), RouteCounts::default)
 }
 
 /// A count of requests being handled: a request adds one on its thread's shard when it starts
@@ -116,7 +111,7 @@ pub fn in_flight() -> &'static InFlightGauge {
 
 /// The three families in Prometheus text format.
 pub fn render() -> String {
-    let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let registry = REGISTRY.lock();
     let totals: Vec<_> = registry
         .iter()
         .map(|(route, counts)| (escape_label(route), counts.totals()))
