@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TARGET_ORDER = ["direct", "nginx", "haproxy", "rampart-base", "rampart"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "floor", "rampart-base", "rampart"]
 UNIT_TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -241,10 +241,10 @@ def main() -> int:
             for row in data["results"]:
                 for ref in ("nginx", "rampart-base"):
                     paired = row.get(f"per_round_ratio_to_{ref}")
-                    if row["target"] == "rampart" and paired:
+                    if row["target"] in ("rampart", "floor") and paired:
                         listed = ", ".join(f"{p:.2f}" for p in paired)
                         print(
-                            f"rampart/{ref} per round (c={row['conns']}): {listed} "
+                            f"{row['target']}/{ref} per round (c={row['conns']}): {listed} "
                             f"(median {median(paired):.2f})"
                         )
             if rp["died_during_run"]:

@@ -4,7 +4,7 @@
 #   bash bench/run.sh
 #
 # Everything is documented in bench/README.md. Knobs (environment variables):
-#   BENCH_ONLY      targets to run          (default: direct,nginx,haproxy,rampart,rampart-base)
+#   BENCH_ONLY      targets to run          (default: direct,nginx,haproxy,floor,rampart,rampart-base)
 #   BENCH_CONNS     wrk connection counts   (default: "64"; e.g. "16 64 256")
 #   BENCH_DURATION  measured wrk run        (default: 10s)
 #   BENCH_WARMUP    uncounted warmup run    (default: 2s)
@@ -23,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
 cd "$ROOT"
 
-: "${BENCH_ONLY:=direct,nginx,haproxy,rampart,rampart-base}"
+: "${BENCH_ONLY:=direct,nginx,haproxy,floor,rampart,rampart-base}"
 : "${BENCH_CONNS:=64}"
 : "${BENCH_DURATION:=10s}"
 : "${BENCH_WARMUP:=2s}"
@@ -37,6 +37,7 @@ export BENCH_ONLY BENCH_CONNS BENCH_DURATION BENCH_WARMUP BENCH_ROUNDS BENCH_THR
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 UPSTREAM_BIN="$TARGET_DIR/release/examples/bench-upstream"
+FLOOR_BIN="$TARGET_DIR/release/examples/bench-floor"
 RAMPART_BIN="$TARGET_DIR/release/rampart"
 RAMPART_BASE_BIN="${BENCH_BASE_BIN:-$RAMPART_BIN}"
 
@@ -49,9 +50,11 @@ RAMPART_ADMIN=127.0.0.1:19901
 # A second rampart, for scenarios that measure a feature's cost against rampart itself.
 RAMPART_BASE_ADDR=127.0.0.1:18084
 RAMPART_BASE_ADMIN=127.0.0.1:19902
+# The bare hyper proxy of bench/floor.rs: the least a proxy on rampart's crates does per request.
+FLOOR_ADDR=127.0.0.1:18087
 RAMPART_READY_TIMEOUT=20   # seconds
 
-ALL_TARGETS=(direct nginx haproxy rampart rampart-base)
+ALL_TARGETS=(direct nginx haproxy floor rampart rampart-base)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -77,7 +80,7 @@ scenario_plain() {
   SCEN_DESC="GET / proxied to the upstream (31-byte JSON body), no cache, no compression"
   SCEN_PATH="/"
   SCEN_WRK_ARGS=()
-  SCEN_TARGETS="direct,nginx,haproxy,rampart"
+  SCEN_TARGETS="direct,nginx,haproxy,floor,rampart"
   SCEN_RAMPART_CONFIG="$BENCH/rampart.toml"
   SCEN_RAMPART_BASE_CONFIG=""
   SCEN_NGINX_CONF="$BENCH/nginx.conf"
@@ -372,15 +375,15 @@ build() {
   fi
   command -v cargo >/dev/null || die "cargo not found"
   if csv_has "$BENCH_ONLY" rampart; then
-    log "cargo build --release --bin rampart --example bench-upstream"
-    if cargo build --release --bin rampart --example bench-upstream; then
+    log "cargo build --release --bin rampart --example bench-upstream --example bench-floor"
+    if cargo build --release --bin rampart --example bench-upstream --example bench-floor; then
       RAMPART_BUILT=1
       return 0
     fi
     log "RAMPART: build failed; rampart will be skipped, benchmarking the others"
   fi
-  log "cargo build --release --example bench-upstream"
-  cargo build --release --example bench-upstream || die "bench-upstream failed to build"
+  log "cargo build --release --example bench-upstream --example bench-floor"
+  cargo build --release --example bench-upstream --example bench-floor || die "bench-upstream failed to build"
 }
 
 # ---------------------------------------------------------------------------
@@ -419,6 +422,17 @@ start_haproxy() { # scenario
   log "haproxy ready on $HAPROXY_ADDR (pid ${PID_OF[haproxy]})"
 }
 
+# Returns non-zero if the floor proxy is not built; never dies.
+start_floor() { # scenario
+  local dir="$TMP/$1/floor"
+  mkdir -p "$dir"
+  [[ -x "$FLOOR_BIN" ]] || return 1
+  port_in_use "$FLOOR_ADDR" && die "$FLOOR_ADDR already in use"
+  start_bg floor "$dir/stdout" "$dir/stderr" "$FLOOR_BIN" "$FLOOR_ADDR" "$UPSTREAM_ADDR"
+  wait_http floor "http://$FLOOR_ADDR$SCEN_PATH" 10 || die "the floor proxy did not start (see $dir/stderr)"
+  log "floor ready on $FLOOR_ADDR (pid ${PID_OF[floor]})"
+}
+
 # Returns non-zero (and says why) if rampart can't be benchmarked; never dies.
 start_rampart() { # scenario name addr admin config
   local name=$2 addr=$3 admin=$4 config=$5
@@ -453,6 +467,7 @@ target_url() { # target
     direct) echo "http://$UPSTREAM_ADDR$SCEN_PATH" ;;
     nginx) echo "http://$NGINX_ADDR$SCEN_PATH" ;;
     haproxy) echo "http://$HAPROXY_ADDR$SCEN_PATH" ;;
+    floor) echo "http://$FLOOR_ADDR$SCEN_PATH" ;;
     rampart) echo "http://$RAMPART_ADDR$SCEN_PATH" ;;
     rampart-base) echo "http://$RAMPART_BASE_ADDR$SCEN_PATH" ;;
   esac
@@ -501,6 +516,9 @@ run_scenario() { # name
       direct) active+=(direct) ;;
       nginx) start_nginx "$scen"; active+=(nginx) ;;
       haproxy) start_haproxy "$scen"; active+=(haproxy) ;;
+      floor)
+        if start_floor "$scen"; then active+=(floor); else log "FLOOR SKIPPED ($scen): $FLOOR_BIN not built"; fi
+        ;;
       rampart-base)
         [[ -n "$SCEN_RAMPART_BASE_CONFIG" ]] || continue
         RAMPART_SKIP_REASON=""
@@ -546,7 +564,7 @@ run_scenario() { # name
     kill -0 "${PID_OF[rampart]}" 2>/dev/null || meta "$scen" rampart_died "yes"
   fi
   sleep 0.5   # let buffered access logs settle before counting lines
-  for t in nginx haproxy rampart rampart-base; do
+  for t in nginx haproxy floor rampart rampart-base; do
     [[ -n "${PID_OF[$t]:-}" ]] || continue
     stop_proc "$t"   # flushes nginx's buffered access log
     local logfile="$TMP/$scen/$t/access.log"
