@@ -15,6 +15,8 @@
 #   BENCH_NO_BUILD  1 = skip `cargo build`, use the binaries already in the target dir
 #   BENCH_BASE_BIN  rampart binary for the "rampart-base" target (default: the one just built);
 #                   with the "ab" scenario, compares two builds of rampart in one run
+#   BENCH_PGO       1 = measure the profile-guided build of scripts/release-pgo (target/pgo/rampart),
+#                   the one to deploy; builds it unless BENCH_NO_BUILD=1
 #
 # All load goes to 127.0.0.1 only.
 set -euo pipefail
@@ -32,6 +34,7 @@ cd "$ROOT"
 : "${BENCH_SCENARIO:=plain}"
 : "${BENCH_KEEP_TMP:=0}"
 : "${BENCH_NO_BUILD:=0}"
+: "${BENCH_PGO:=0}"
 BENCH_ONLY=${BENCH_ONLY// /}
 export BENCH_ONLY BENCH_CONNS BENCH_DURATION BENCH_WARMUP BENCH_ROUNDS BENCH_THREADS BENCH_SCENARIO
 
@@ -39,6 +42,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 UPSTREAM_BIN="$TARGET_DIR/release/examples/bench-upstream"
 FLOOR_BIN="$TARGET_DIR/release/examples/bench-floor"
 RAMPART_BIN="$TARGET_DIR/release/rampart"
+[[ "$BENCH_PGO" == 1 ]] && RAMPART_BIN="$TARGET_DIR/pgo/rampart"
 RAMPART_BASE_BIN="${BENCH_BASE_BIN:-$RAMPART_BIN}"
 
 # Fixed addresses. rampart's come from the scenario's config file and must match.
@@ -374,7 +378,14 @@ build() {
     return 0
   fi
   command -v cargo >/dev/null || die "cargo not found"
-  if csv_has "$BENCH_ONLY" rampart; then
+  if csv_has "$BENCH_ONLY" rampart && [[ "$BENCH_PGO" == 1 ]]; then
+    log "bash scripts/release-pgo (the profile-guided build of rampart)"
+    if bash "$ROOT/scripts/release-pgo"; then
+      RAMPART_BUILT=1
+    else
+      log "RAMPART: the profile-guided build failed; rampart will be skipped, benchmarking the others"
+    fi
+  elif csv_has "$BENCH_ONLY" rampart; then
     log "cargo build --release --bin rampart --example bench-upstream --example bench-floor"
     if cargo build --release --bin rampart --example bench-upstream --example bench-floor; then
       RAMPART_BUILT=1
