@@ -433,7 +433,7 @@ start_haproxy() { # scenario
   log "haproxy ready on $HAPROXY_ADDR (pid ${PID_OF[haproxy]})"
 }
 
-# Returns non-zero if the floor proxy is not built; never dies.
+# Returns non-zero if the floor proxy is not built (the run goes on without it).
 start_floor() { # scenario
   local dir="$TMP/$1/floor"
   mkdir -p "$dir"
