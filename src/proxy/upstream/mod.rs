@@ -105,7 +105,7 @@ impl Members {
 pub struct Upstream {
     pub name: Arc<str>,
     /// The name again, one `Arc` per thread shard, for a request's record to hold.
-    pub record_name: crate::observe::shard::Sharded<Arc<str>>,
+    pub record_name: Sharded<Arc<str>>,
     pub config: UpstreamConfig,
     members: ArcSwap<Members>,
     next: AtomicUsize,
@@ -133,7 +133,7 @@ impl Upstream {
                 .circuit_breaker
                 .as_ref()
                 .map(|settings| registry.breaker(settings, &name, "")),
-            record_name: crate::observe::shard::Sharded::from_fn(|| Arc::from(&*name)),
+            record_name: Sharded::from_fn(|| Arc::from(&*name)),
             name,
             members: ArcSwap::from_pointee(members),
             next: AtomicUsize::new(0),
